@@ -1,0 +1,45 @@
+"""What a snippet's check functions are given: the run so far, and a way to probe."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from deepdive.execute import Result
+from deepdive.snapshot import find_link
+
+
+class CheckContext:
+    """The evidence a check looks at.
+
+    `output(...)` reads what the steps recorded; `run(...)` probes the lab now (the probe
+    is recorded with the check); `snapshot` reads the kernel's state at this moment.
+    """
+
+    def __init__(self, results: list[tuple[str, Result]], probe: Callable[[str], Result],
+                 snapshot: Callable[[], dict[str, Any]]):
+        self._results = results
+        self._probe = probe
+        self._snapshot = snapshot
+        self.probes: list[Result] = []
+
+    def result(self, contains: str, step: str | None = None) -> Result:
+        """The latest recorded command whose text contains `contains` (in `step`, if given)."""
+        for sid, res in reversed(self._results):
+            if (step is None or sid == step) and contains in " ".join(res.argv):
+                return res
+        raise LookupError(f"no recorded command contains {contains!r}"
+                          + (f" in step {step!r}" if step else ""))
+
+    def output(self, contains: str, step: str | None = None) -> str:
+        return self.result(contains, step).stdout
+
+    def run(self, command: str) -> Result:
+        res = self._probe(command)
+        self.probes.append(res)
+        return res
+
+    @property
+    def snapshot(self) -> dict[str, Any]:
+        return self._snapshot()
+
+    def link(self, node: str, name: str) -> dict[str, Any]:
+        return find_link(self.snapshot, node, name)

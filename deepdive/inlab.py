@@ -1,0 +1,208 @@
+"""The part of a lab run that happens inside the lab's own namespaces.
+
+`python -m deepdive.inlab PAGE` is started by a launcher (see deepdive.lab) in a fresh
+network namespace and a private mount namespace whose /run/netns is an empty tmpfs. So
+node names can be the short fixed ones the page shows (ns1, ns2), interface indexes start
+from 1 on every run, and nothing touches the caller's namespaces. It runs the page's
+steps and checks and prints the capture as JSON on stdout; progress and errors go to
+stderr, one line each. When this process tree ends, its namespaces end with it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+from deepdive import execute, registry, snapshot
+from deepdive.checks import CheckContext
+from deepdive.execute import CommandTimeout, Result
+from deepdive.model import Cmd, DeepDiveError, Page, Step, cmd
+
+EXIT_STEP_FAILED = 3
+EXIT_CHECK_FAILED = 4
+EXIT_INTERRUPTED = 130
+
+# Extra arguments a kind needs before the kernel will create it in the probe.
+PROBE_ARGS = {"veth": ["peer", "name", "ddprobe1"], "vxlan": ["id", "1", "dstport", "4789"]}
+
+
+class Interrupted(Exception):
+    pass
+
+
+def private_netns_dir() -> None:
+    """Give this mount namespace an empty /run/netns of its own."""
+    target = snapshot.NETNS_DIR
+    if not os.path.isdir(target):
+        # No /run/netns on this machine: cover /run instead, rather than create a
+        # directory in the caller's file system.
+        _mount_tmpfs("/run")
+        os.makedirs(target)
+    else:
+        _mount_tmpfs(target)
+
+
+def _mount_tmpfs(where: str) -> None:
+    res = execute.run(("mount", "-t", "tmpfs", "-o", "mode=755", "deepdive", where), 5)
+    if res.rc != 0:
+        raise DeepDiveError(f"cannot mount a private tmpfs on {where}: {res.stderr.strip()}")
+
+
+def probe_kinds(kinds: tuple[str, ...]) -> None:
+    """Fail early, in one line, if the kernel cannot create a link kind the page needs."""
+    for kind in kinds:
+        if kind in ("tun", "tap"):
+            argv = ("ip", "tuntap", "add", "ddprobe0", "mode", kind)
+        else:
+            argv = ("ip", "link", "add", "ddprobe0", "type", kind, *PROBE_ARGS.get(kind, []))
+        res = execute.run(argv, 5)
+        if res.rc != 0:
+            raise DeepDiveError(f"this kernel cannot create {kind} links ({res.stderr.strip()})")
+        execute.run(("ip", "link", "del", "ddprobe0"), 5)
+
+
+def run_page(page: Page) -> dict[str, Any]:
+    probe_kinds(page.needs.kinds)
+    recorded: list[tuple[str, Result]] = []
+    steps_out: list[dict[str, Any]] = []
+    checks_out: list[dict[str, Any]] = []
+
+    def nodes() -> list[str]:
+        present = sorted(os.listdir(snapshot.NETNS_DIR))
+        return [n for n in page.nodes if n in present] + [n for n in present if n not in page.nodes]
+
+    def probe(text: str) -> Result:
+        c = cmd(text)
+        return _execute(page, None, c)
+
+    try:
+        for step in page.steps:
+            _progress(f"{page.name}: {step.id} ({len(step.commands)} commands)")
+            results = run_step(page, step)
+            recorded.extend((step.id, r) for r in results)
+            snap = snapshot.take(nodes()) if step.snapshot else None
+            steps_out.append({
+                "id": step.id,
+                "title": step.title,
+                "commands": [{"cmd": c.text, **r.to_json(), **({"background": True} if c.background else {})}
+                             for c, r in zip(step.commands, results)],
+                "snapshot": snap,
+            })
+            for check in (c for c in page.checks if c.after == step.id):
+                ctx = CheckContext(recorded, probe, lambda: snapshot.take(nodes()))
+                try:
+                    passed = bool(check.test(ctx))
+                    error = ""
+                except Exception as exc:  # a check that cannot decide has failed
+                    passed, error = False, f"{type(exc).__name__}: {exc}"
+                entry = {"claim": check.claim, "after": step.id, "passed": passed}
+                if not passed:
+                    entry["where"] = check.where
+                    if error:
+                        entry["error"] = error
+                checks_out.append(entry)
+    finally:
+        teardown(nodes())
+    return {"page": page.name, "title": page.title, "steps": steps_out, "checks": checks_out}
+
+
+def run_step(page: Page, step: Step) -> list[Result]:
+    """Run a step's commands in order; background ones run until the step ends."""
+    results: dict[int, Result] = {}
+    running: list[tuple[int, execute.Background, Cmd]] = []
+    try:
+        for i, c in enumerate(step.commands):
+            if not c.background:
+                results[i] = _execute(page, step, c)
+                continue
+            bg = execute.Background(c.argv)
+            running.append((i, bg, c))
+            if c.ready and not bg.wait_ready(c.ready, c.timeout):
+                res = bg.stop(timeout=1)
+                detail = (res.stderr or res.stdout).strip().splitlines()
+                raise StepFailed(f"page {page.name}, step {step.id}: `{c.text}` never printed "
+                                 f"{c.ready!r}" + (f": {detail[-1]}" if detail else "") + f" ({c.where})")
+    finally:
+        for i, bg, _c in running:
+            results.setdefault(i, bg.stop(timeout=2))
+    for i, _bg, c in running:
+        _expect(page, step, c, results[i])
+    return [results[i] for i in range(len(step.commands))]
+
+
+def _expect(page: Page, step: Step, c: Cmd, res: Result) -> None:
+    if res.rc != c.rc:
+        detail = (res.stderr or res.stdout).strip().splitlines()
+        raise StepFailed(f"page {page.name}, step {step.id}: `{c.text}` exited {res.rc}, expected {c.rc}"
+                         + (f": {detail[-1]}" if detail else "") + f" ({c.where})")
+
+
+def _execute(page: Page, step: Step | None, c: Cmd) -> Result:
+    where = f"page {page.name}, step {step.id}" if step else f"page {page.name}, check probe"
+    try:
+        res = execute.run(c.argv, c.timeout)
+    except CommandTimeout as exc:
+        raise StepFailed(f"{where}: `{c.text}` timed out: {exc}") from None
+    if step is not None:
+        _expect(page, step, c, res)
+    return res
+
+
+class StepFailed(DeepDiveError):
+    pass
+
+
+def teardown(nodes: list[str]) -> None:
+    """Delete what the run made; the namespaces die with this process tree anyway."""
+    for n in nodes:
+        subprocess.run(["ip", "netns", "del", n], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, timeout=5)
+
+
+def _progress(line: str) -> None:
+    sys.stderr.write(f"progress: {line}\n")
+    sys.stderr.flush()
+
+
+MAIN_PID = os.getpid()
+
+
+def _on_signal(signum: int, _frame) -> None:
+    # pyroute2 forks helpers (to open sockets in a namespace) and stops them with
+    # SIGTERM; a forked copy must die then, not unwind into this run's own code.
+    if os.getpid() != MAIN_PID:
+        os._exit(128 + signum)
+    raise Interrupted(signal.Signals(signum).name)
+
+
+def main(argv: list[str]) -> int:
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    if len(argv) != 1:
+        sys.stderr.write("error: usage: python -m deepdive.inlab PAGE\n")
+        return 2
+    started = time.monotonic()
+    try:
+        page = registry.load(argv[0])
+        private_netns_dir()
+        capture = run_page(page)
+    except Interrupted as exc:
+        sys.stderr.write(f"error: interrupted by {exc}; the lab was torn down\n")
+        return EXIT_INTERRUPTED
+    except StepFailed as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return EXIT_STEP_FAILED
+    except DeepDiveError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 1
+    capture["elapsed"] = round(time.monotonic() - started, 3)
+    json.dump(capture, sys.stdout)
+    return EXIT_CHECK_FAILED if not all(c["passed"] for c in capture["checks"]) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

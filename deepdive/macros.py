@@ -1,0 +1,213 @@
+"""mkdocs-macros module: what a page shows of its capture and diagrams.
+
+mkdocs.yml loads this file (`macros: module_name: deepdive/macros`) and a page calls:
+
+    {{ diagram("veth", "up") }}      the SVG drawn from step "up"'s snapshot, and its PNG
+    {{ step("veth", "create") }}     the step's commands and what the kernel printed
+    {{ checks("veth") }}             each claim the lab tested, passed or failed
+    {{ captured("veth") }}           where and when the capture was recorded
+
+Everything is read from `<docs_dir>/captures/<page>.json` and `<docs_dir>/diagrams/`
+at build time. A missing capture, step or diagram raises DeepDiveError naming the page and
+`invoke lab.run --page <page>`; with `on_error_fail: true` that stops `mkdocs build`.
+
+The macros emit HTML blocks, which Python-Markdown passes through only at the top level
+of a page: write each call at the start of its own line, not indented inside a list, an
+admonition or a tab. An indented call is reported as an error rather than mis-rendered.
+Each block is a single line of HTML (newlines inside <pre> are written as `&#10;`), so no
+Markdown preprocessor (fences, snippets, tab expansion) can see into captured output.
+"""
+from __future__ import annotations
+
+import posixpath
+import re
+import struct
+import sys
+from pathlib import Path
+from typing import Any
+
+# mkdocs-macros imports this file by path, not as part of the package, so make sure the
+# package it belongs to is importable when the project is not installed.
+_ROOT = str(Path(__file__).resolve().parent.parent)
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+from deepdive import capture as _capture  # noqa: E402
+from deepdive.model import NAME_RE, DeepDiveError  # noqa: E402
+
+MACROS = ("step", "diagram", "checks", "captured")
+_INDENTED_CALL = re.compile(r"^([ \t]+)\{\{-?\s*(%s)\s*\(" % "|".join(MACROS), re.MULTILINE)
+_CODE_SPAN = re.compile(r"`([^`]+)`")
+# HTML escapes, plus newline and tab as character references: the block stays one line,
+# so no Markdown preprocessor (fences, snippets, tab expansion) acts on captured output.
+_REFS = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;",
+         "\n": "&#10;", "\t": "&#9;"}
+_REFS_RE = re.compile("[%s]" % re.escape("".join(_REFS)))
+
+
+def regenerate(page: str) -> str:
+    return f"invoke lab.run --page {page}"
+
+
+# --- pure renderers: capture dict in, one line of HTML out -------------------------------
+
+def render_step(capture: dict[str, Any], step_id: str) -> str:
+    """The step's commands, each as `$ cmd` followed by its stdout, stderr and exit status."""
+    page = capture["page"]
+    s = _capture.step(capture, step_id)
+    anchor = f"step-{page}-{step_id}"
+    lines: list[str] = []
+    for c in s["commands"]:
+        lines.append(f'<span class="dd-cmd"><span class="dd-prompt">$ </span>{_text(c["cmd"])}</span>')
+        stdout, stderr = (c.get(k, "").rstrip("\n") for k in ("stdout", "stderr"))
+        if stdout:
+            lines.append(f'<span class="dd-stdout">{_text(stdout)}</span>')
+        if stderr:
+            lines.append(f'<span class="dd-stderr" title="standard error">{_text(stderr)}</span>')
+        if c.get("rc", 0) != 0:
+            lines.append(f'<span class="dd-rc">exit status {int(c["rc"])}</span>')
+    commands = "\n".join(c["cmd"] for c in s["commands"])
+    return (f'<figure class="dd-step" id="{anchor}">'
+            f'<figcaption>{_inline(s["title"])}'
+            f'<a class="dd-anchor" href="#{anchor}" title="Link to this step">&#182;</a></figcaption>'
+            f'<pre class="dd-console" data-copy="{_text(commands)}"><code>{"&#10;".join(lines)}</code></pre>'
+            f'</figure>')
+
+
+def render_checks(capture: dict[str, Any]) -> str:
+    """Each claim with ✓ or ✗ and the step it was tested after."""
+    titles = {s["id"]: s["title"] for s in capture["steps"]}
+    if not capture.get("checks"):
+        raise DeepDiveError(f"page {capture['page']}: its capture records no checks; "
+                            f"`{regenerate(capture['page'])}` runs them")
+    items = []
+    for c in capture["checks"]:
+        passed = bool(c.get("passed"))
+        mark = "&#10003;" if passed else "&#10007;"
+        word = "passed" if passed else "failed"
+        after = titles.get(c.get("after", ""), c.get("after", ""))
+        items.append(
+            f'<li class="dd-check dd-{word}"><span class="dd-mark" title="{word}">{mark}</span> '
+            f'<span class="dd-claim">{_inline(c["claim"])}</span> '
+            f'<span class="dd-after">tested after the step &#8220;{_inline(after)}&#8221;: {word}</span></li>')
+    return f'<ul class="dd-checks" id="checks-{capture["page"]}">{"".join(items)}</ul>'
+
+
+def render_captured(capture: dict[str, Any]) -> str:
+    """One line: when, on which kernel and tools, in which lab; how to reproduce."""
+    page = capture["page"]
+    m = capture.get("meta", {})
+    try:
+        parts = (f'Captured on {m["date"]} with Linux {m["kernel"]}, {m["iproute2"]}, '
+                 f'pyroute2 {m["pyroute2"]}, {m["lab"]} lab.')
+    except KeyError as exc:
+        raise DeepDiveError(f"page {page}: its capture's meta has no {exc.args[0]!r}; "
+                            f"`{regenerate(page)}` rewrites it") from None
+    return (f'<p class="dd-captured">{_text(parts)} '
+            f'Reproduce with <code>{_text(regenerate(page))}</code>.</p>')
+
+
+def render_diagram(capture: dict[str, Any], step_id: str, docs_dir: Path, page_url: str,
+                   alt: str = "") -> str:
+    """<img> of diagrams/<page>-<step>.svg relative to the page's URL, with a PNG link."""
+    page = capture["page"]
+    s = _capture.step(capture, step_id)
+    drawn = [sid for sid, _ in _capture.snapshots(capture)]
+    if step_id not in drawn:
+        raise DeepDiveError(
+            f"page {page}: step {step_id!r} takes no snapshot, so it has no diagram "
+            f"(steps with one: {', '.join(drawn) or 'none'})")
+    files = {}
+    for ext in ("svg", "png"):
+        rel = f"diagrams/{page}-{step_id}.{ext}"
+        if not (docs_dir / rel).is_file():
+            raise DeepDiveError(f"page {page}: no diagram at {docs_dir.name}/{rel}; "
+                                f"`{regenerate(page)}` draws it")
+        files[ext] = rel
+    size = png_size(docs_dir / files["png"])
+    label = f"PNG for slides ({size[0]}&#215;{size[1]})" if size else "PNG for slides"
+    alt = alt or f"Diagram: {s['title']}"
+    anchor = f"diagram-{page}-{step_id}"
+    return (f'<figure class="dd-diagram" id="{anchor}">'
+            f'<img src="{_text(relative_url(page_url, files["svg"]))}" alt="{_text(alt)}">'
+            f'<figcaption><a href="{_text(relative_url(page_url, files["png"]))}">{label}</a></figcaption>'
+            f'</figure>')
+
+
+# --- helpers -------------------------------------------------------------------------
+
+def relative_url(page_url: str, target: str) -> str:
+    """Path from the page at `page_url` (site-relative, e.g. "interfaces/veth/") to `target`.
+
+    With directory URLs a page's URL ends in "/" and is itself the directory its HTML
+    lives in; otherwise ("interfaces/veth.html") the directory is its parent.
+    """
+    base = page_url.rstrip("/") if page_url.endswith("/") else posixpath.dirname(page_url)
+    return posixpath.relpath(target, base or ".")
+
+
+def png_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) from a PNG's IHDR chunk, or None if the file is not a PNG."""
+    with path.open("rb") as f:
+        head = f.read(24)
+    if len(head) < 24 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        return None
+    return struct.unpack(">II", head[16:24])
+
+
+def _text(s: str) -> str:
+    """`s` as literal HTML text or attribute value, on one line."""
+    return _REFS_RE.sub(lambda m: _REFS[m.group()], s)
+
+
+def _inline(s: str) -> str:
+    """Text from a snippet (a title, a claim) where `code` spans become <code>."""
+    parts = _CODE_SPAN.split(s)
+    return "".join(f"<code>{_text(p)}</code>" if i % 2 else _text(p) for i, p in enumerate(parts))
+
+
+def _block(html_line: str) -> str:
+    # Blank lines around the block so Markdown sees an HTML block, not a paragraph.
+    return f"\n\n{html_line}\n\n"
+
+
+# --- mkdocs-macros entry point -----------------------------------------------------------
+
+def define_env(env) -> None:
+    docs_dir = Path(env.conf["docs_dir"])
+    captures = docs_dir / "captures"
+
+    def load(page: str) -> dict[str, Any]:
+        if not isinstance(page, str) or not NAME_RE.match(page):
+            raise DeepDiveError(f"{env.page.file.src_path}: {page!r} is not a page name")
+        _refuse_indented_calls(env)
+        return _capture.load(page, captures)
+
+    @env.macro
+    def step(page: str, step_id: str) -> str:
+        """The commands of step `step_id` of `page` and their captured output."""
+        return _block(render_step(load(page), step_id))
+
+    @env.macro
+    def diagram(page: str, step_id: str, alt: str = "") -> str:
+        """The diagram drawn from step `step_id`'s snapshot, with a link to its PNG."""
+        return _block(render_diagram(load(page), step_id, docs_dir, env.page.url, alt))
+
+    @env.macro
+    def checks(page: str) -> str:
+        """The claims the lab tested on `page`, each passed or failed."""
+        return _block(render_checks(load(page)))
+
+    @env.macro
+    def captured(page: str) -> str:
+        """When, where and with what `page`'s capture was recorded."""
+        return _block(render_captured(load(page)))
+
+
+def _refuse_indented_calls(env) -> None:
+    m = _INDENTED_CALL.search(env.markdown or "")
+    if m:
+        line = env.markdown.count("\n", 0, m.start()) + 1
+        raise DeepDiveError(
+            f"{env.page.file.src_path}:{line}: {m.group(2)}(...) is indented; its HTML block "
+            f"only renders at the top level of a page, at the start of a line")

@@ -1,0 +1,214 @@
+"""The page model: what a snippet declares.
+
+A snippet module builds one `Page`: its nodes (network namespaces), what it needs from
+the machine, ordered steps of commands, and checks that test the claims its prose makes.
+Everything here is data; the labs in `deepdive.lab` run it.
+"""
+from __future__ import annotations
+
+import re
+import shlex
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from deepdive.checks import CheckContext
+
+NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,14}$")
+DEFAULT_TIMEOUT = 10.0
+
+
+class DeepDiveError(Exception):
+    """A problem the user can act on: printed as one line, exit status non-zero."""
+
+
+class SnippetError(DeepDiveError):
+    """A snippet declares something malformed; the message starts with file:line."""
+
+
+def _caller_location() -> str:
+    """file:line of the snippet statement that is declaring something."""
+    frame = sys._getframe(1)
+    here = Path(__file__).resolve()
+    while frame is not None and Path(frame.f_code.co_filename).resolve() == here:
+        frame = frame.f_back
+    if frame is None:
+        return "<unknown>"
+    return f"{_display_path(frame.f_code.co_filename)}:{frame.f_lineno}"
+
+
+def _display_path(filename: str) -> str:
+    path = Path(filename).resolve()
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+@dataclass(frozen=True)
+class Cmd:
+    """One command, run as an argument list (never through a shell).
+
+    `rc` is the exit status the prose expects: a ping that must not get through is
+    declared with rc=1, and anything else stops the run.
+    """
+
+    argv: tuple[str, ...]
+    rc: int = 0
+    timeout: float = DEFAULT_TIMEOUT
+    where: str = ""
+    # A background command (a capture, say) starts when the step reaches it, runs while
+    # the rest of the step does, and is stopped with SIGINT when the step ends. `ready`
+    # is the text it prints once it is listening; the step waits for it.
+    background: bool = False
+    ready: str = ""
+
+    @property
+    def text(self) -> str:
+        return shlex.join(self.argv) + (" &" if self.background else "")
+
+
+def cmd(command: str, *, rc: int = 0, timeout: float = DEFAULT_TIMEOUT,
+        background: bool = False, ready: str = "") -> Cmd:
+    """Declare a command from the text a reader would type; split like a shell would."""
+    where = _caller_location()
+    if ready and not background:
+        raise SnippetError(f"{where}: ready= only applies to background commands")
+    try:
+        argv = tuple(shlex.split(command))
+    except ValueError as exc:
+        raise SnippetError(f"{where}: cannot split command {command!r}: {exc}") from None
+    if not argv:
+        raise SnippetError(f"{where}: empty command")
+    if any(tok in ("|", "&&", ";", ">", "<", "||") for tok in argv):
+        raise SnippetError(f"{where}: {command!r} uses shell syntax; commands run without a shell")
+    if timeout <= 0:
+        raise SnippetError(f"{where}: timeout must be positive, got {timeout}")
+    return Cmd(argv=argv, rc=rc, timeout=timeout, where=where, background=background, ready=ready)
+
+
+@dataclass(frozen=True)
+class Check:
+    """A claim of the prose, tested right after step `after` ran."""
+
+    claim: str
+    after: str
+    test: Callable[["CheckContext"], bool]
+    where: str
+
+
+@dataclass(frozen=True)
+class Step:
+    id: str
+    title: str
+    commands: tuple[Cmd, ...]
+    snapshot: bool
+    where: str
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What the machine must offer: link kinds the kernel creates, tools on PATH."""
+
+    kinds: tuple[str, ...] = ()
+    tools: tuple[str, ...] = ()
+
+
+@dataclass
+class Page:
+    name: str
+    title: str
+    nodes: tuple[str, ...] = ()
+    needs: Needs = field(default_factory=Needs)
+    # False keeps IPv6 off in the nodes, so autoconfiguration chatter (router
+    # solicitations, DAD) cannot leak into captures and bridge tables at random times.
+    ipv6: bool = True
+    steps: list[Step] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)
+    where: str = ""
+
+    def __post_init__(self) -> None:
+        self.where = self.where or _caller_location()
+        if not NAME_RE.match(self.name):
+            raise SnippetError(f"{self.where}: page name {self.name!r} must match {NAME_RE.pattern}")
+        if not self.title.strip():
+            raise SnippetError(f"{self.where}: page {self.name!r} needs a title")
+        for node in self.nodes:
+            if not NAME_RE.match(node) or node == "host":
+                raise SnippetError(f"{self.where}: node name {node!r} must match {NAME_RE.pattern} and not be 'host'")
+        if len(set(self.nodes)) != len(self.nodes):
+            raise SnippetError(f"{self.where}: node names repeat: {', '.join(self.nodes)}")
+        self.nodes = tuple(self.nodes)
+        if self.nodes:
+            # The lab creates the declared nodes itself, as a recorded first step.
+            self.steps.insert(0, Step(
+                id="nodes",
+                title="Create the namespaces",
+                commands=tuple(c for n in self.nodes for c in self._node_commands(n)),
+                snapshot=False,
+                where=self.where,
+            ))
+
+    def _node_commands(self, node: str) -> list[Cmd]:
+        argvs = [("ip", "netns", "add", node), ("ip", "-n", node, "link", "set", "lo", "up")]
+        if not self.ipv6:
+            argvs.append(("ip", "netns", "exec", node,
+                          "sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1"))
+        return [Cmd(argv, where=self.where) for argv in argvs]
+
+    def step(self, id: str, title: str, *commands: Cmd | str, snapshot: bool = False) -> Step:
+        """Append a step; plain strings are commands expected to succeed."""
+        where = _caller_location()
+        if not NAME_RE.match(id):
+            raise SnippetError(f"{where}: step id {id!r} must match {NAME_RE.pattern}")
+        if any(s.id == id for s in self.steps):
+            raise SnippetError(f"{where}: step id {id!r} is used twice in page {self.name!r}")
+        if not commands:
+            raise SnippetError(f"{where}: step {id!r} has no commands")
+        parsed = []
+        for c in commands:
+            if isinstance(c, str):
+                c = cmd(c)
+            elif not isinstance(c, Cmd):
+                raise SnippetError(f"{where}: step {id!r}: {c!r} is neither a string nor cmd(...)")
+            parsed.append(c)
+        s = Step(id=id, title=title, commands=tuple(parsed), snapshot=snapshot, where=where)
+        self.steps.append(s)
+        return s
+
+    def check(self, after: str, claim: str) -> Callable[[Callable[["CheckContext"], bool]], Callable]:
+        """Decorator: register a check of `claim`, run after step `after`."""
+        where = _caller_location()
+
+        def register(test: Callable[["CheckContext"], bool]) -> Callable:
+            if not callable(test):
+                raise SnippetError(f"{where}: check {claim!r} is not a function")
+            self.checks.append(Check(claim=claim, after=after, test=test, where=where))
+            return test
+
+        return register
+
+    def step_by_id(self, id: str) -> Step:
+        for s in self.steps:
+            if s.id == id:
+                return s
+        raise KeyError(id)
+
+    def validate(self) -> None:
+        """Whole-page rules that only hold once the module has finished declaring."""
+        ids = [s.id for s in self.steps]
+        if not any(s.id != "nodes" for s in self.steps):
+            raise SnippetError(f"{self.where}: page {self.name!r} declares no steps")
+        for c in self.checks:
+            if c.after not in ids:
+                raise SnippetError(
+                    f"{c.where}: check {c.claim!r} runs after step {c.after!r}, "
+                    f"which page {self.name!r} does not have (steps: {', '.join(ids)})")
+        if not self.checks:
+            raise SnippetError(f"{self.where}: page {self.name!r} declares no checks")
+
+    @property
+    def regenerate(self) -> str:
+        return f"invoke lab.run --page {self.name}"

@@ -1,0 +1,109 @@
+"""The lab's state, read through netlink (pyroute2): what diagrams are drawn from.
+
+A snapshot is plain JSON-able data:
+
+    {"nodes": [{"name": "ns1", "links": [
+        {"name": "veth0", "index": 2, "kind": "veth", "mac": "02:00:00:00:01:01",
+         "mtu": 1500, "state": "UP", "carrier": true, "promisc": false,
+         "master": null, "peer": {"node": "ns2", "name": "veth1"},
+         "addresses": ["10.0.0.1/24"]}]}]}
+
+`host` is the lab's own root namespace, the one a reader's commands without
+`ip netns exec` act on. Loopback devices are left out.
+"""
+from __future__ import annotations
+
+import os
+from contextlib import ExitStack
+from typing import Any
+
+NETNS_DIR = "/run/netns"
+HOST = "host"
+IFF_PROMISC = 0x100
+
+
+def take(nodes: list[str]) -> dict[str, Any]:
+    """Read links and addresses of `host` and every namespace in `nodes`."""
+    from pyroute2 import IPRoute  # imported here: only the lab process needs netlink
+
+    names = [HOST, *nodes]
+    with ExitStack() as stack:
+        sockets = {HOST: stack.enter_context(IPRoute())}
+        for n in nodes:
+            sockets[n] = stack.enter_context(IPRoute(netns=n))
+        raw = {n: _read(sockets[n]) for n in names}
+        nsids = {n: _nsid_map(sockets[n], names, n) for n in names}
+
+    out = []
+    for n in names:
+        links = []
+        for link in raw[n]["links"]:
+            links.append(_link(n, link, raw, nsids))
+        if n != HOST or links:
+            out.append({"name": n, "links": links})
+    return {"nodes": out}
+
+
+def _read(ipr) -> dict[str, Any]:
+    links = [l for l in ipr.get_links() if l.get("ifname") != "lo"]
+    addrs: dict[int, list[str]] = {}
+    for a in ipr.get_addr():
+        if a.get("IFA_ADDRESS") is None:
+            continue
+        addrs.setdefault(a["index"], []).append(f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}")
+    return {"links": links, "addrs": addrs, "by_index": {l["index"]: l for l in ipr.get_links()}}
+
+
+def _nsid_map(ipr, names: list[str], own: str) -> dict[int, str]:
+    """nsid (as this namespace numbers its peers) -> node name."""
+    result = {}
+    for other in names:
+        if other == own:
+            continue
+        path = f"/proc/{os.getpid()}/ns/net" if other == HOST else os.path.join(NETNS_DIR, other)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            nsid = ipr.get_netnsid(fd=fd).get("nsid")
+        finally:
+            os.close(fd)
+        if nsid is not None and nsid >= 0:
+            result[nsid] = other
+    return result
+
+
+def _link(node: str, link, raw: dict, nsids: dict) -> dict[str, Any]:
+    index = link["index"]
+    kind = link.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") or "device"
+    own = raw[node]
+    master_idx = link.get("IFLA_MASTER")
+    master = own["by_index"][master_idx].get("ifname") if master_idx in own["by_index"] else None
+    peer = None
+    peer_idx = link.get("IFLA_LINK")
+    if kind == "veth" and peer_idx:
+        nsid = link.get("IFLA_LINK_NETNSID")
+        peer_node = node if nsid is None else nsids[node].get(nsid)
+        if peer_node is not None and peer_idx in raw[peer_node]["by_index"]:
+            peer = {"node": peer_node, "name": raw[peer_node]["by_index"][peer_idx].get("ifname")}
+    return {
+        "name": link.get("ifname"),
+        "index": index,
+        "kind": kind,
+        "mac": link.get("IFLA_ADDRESS"),
+        "mtu": link.get("IFLA_MTU"),
+        "state": link.get("IFLA_OPERSTATE"),
+        "carrier": bool(link.get("IFLA_CARRIER")),
+        # Bridges raise a port's promiscuity counter, not its IFF_PROMISC flag.
+        "promisc": bool(link.get("IFLA_PROMISCUITY")) or bool(link["flags"] & IFF_PROMISC),
+        "master": master,
+        "peer": peer,
+        "addresses": own["addrs"].get(index, []),
+    }
+
+
+def find_link(snapshot: dict[str, Any], node: str, name: str) -> dict[str, Any]:
+    for n in snapshot["nodes"]:
+        if n["name"] == node:
+            for link in n["links"]:
+                if link["name"] == name:
+                    return link
+    raise KeyError(f"no link {name} in {node}")

@@ -1,0 +1,97 @@
+"""veth: a virtual Ethernet cable between two network namespaces.
+
+Run with `invoke lab.run --page veth`; the page is docs/interfaces/veth.md.
+"""
+import re
+
+from deepdive.model import Needs, Page, cmd
+
+page = Page(
+    name="veth",
+    title="veth: a virtual Ethernet cable",
+    nodes=("ns1", "ns2"),
+    needs=Needs(kinds=("veth",), tools=("ping",)),
+)
+
+page.step(
+    "pair", "Create a veth pair with one end in each namespace",
+    "ip link add veth0 netns ns1 address 02:00:00:00:01:01 type veth"
+    " peer name veth1 netns ns2 address 02:00:00:00:01:02",
+)
+page.step(
+    "address", "Give each end an address and bring both up",
+    "ip -n ns1 addr add 10.0.0.1/24 dev veth0",
+    "ip -n ns2 addr add 10.0.0.2/24 dev veth1",
+    "ip -n ns1 link set veth0 up",
+    "ip -n ns2 link set veth1 up",
+    snapshot=True,
+)
+page.step(
+    "show", "Look at both ends",
+    "ip -n ns1 link show veth0",
+    "ip -n ns2 link show veth1",
+    "ip -n ns1 netns list-id",
+    "ip -n ns1 -details link show veth0",
+)
+page.step(
+    "ping", "Ping across the pair",
+    "ip netns exec ns1 ping -c 3 -i 0.2 -W 1 10.0.0.2",
+    "ip -n ns1 neigh show dev veth0",
+)
+page.step(
+    "down", "Take one end down and look at the other",
+    "ip -n ns1 link set veth0 down",
+    "ip -n ns2 link show veth1",
+    cmd("ip netns exec ns2 ping -c 1 -W 0.5 10.0.0.1", rc=1),
+    snapshot=True,
+)
+page.step(
+    "up", "Bring it back",
+    "ip -n ns1 link set veth0 up",
+    "ip -n ns2 link show veth1",
+    "ip netns exec ns1 ping -c 1 -W 2 10.0.0.2",
+)
+
+
+def received(output: str) -> int:
+    m = re.search(r"(\d+) received", output)
+    return int(m.group(1)) if m else 0
+
+
+@page.check("address", "The kernel reports veth1 in ns2 as the peer of veth0 in ns1")
+def _(lab):
+    return lab.link("ns1", "veth0")["peer"] == {"node": "ns2", "name": "veth1"}
+
+
+@page.check("show", "The N in veth0@ifN is the index of veth1 inside ns2, and link-netns names ns2")
+def _(lab):
+    shown = lab.output("link show veth0", step="show")
+    peer_index = lab.link("ns2", "veth1")["index"]
+    return f"veth0@if{peer_index}:" in shown and "link-netns ns2" in shown
+
+
+@page.check("ping", "All three pings from ns1 to 10.0.0.2 are answered")
+def _(lab):
+    return received(lab.output("ping -c 3")) == 3
+
+
+@page.check("ping", "ns1 learned veth1's MAC address for 10.0.0.2")
+def _(lab):
+    return "10.0.0.2 lladdr 02:00:00:00:01:02" in lab.output("neigh show")
+
+
+@page.check("down", "With veth0 down, veth1 loses its carrier though it is still administratively up")
+def _(lab):
+    link = lab.link("ns2", "veth1")
+    shown = lab.output("link show veth1", step="down")
+    return not link["carrier"] and "NO-CARRIER" in shown and ",UP" in shown
+
+
+@page.check("down", "No ping gets through while one end is down")
+def _(lab):
+    return received(lab.output("ping -c 1", step="down")) == 0
+
+
+@page.check("up", "The carrier comes back and pings flow again")
+def _(lab):
+    return lab.link("ns2", "veth1")["carrier"] and received(lab.output("ping -c 1", step="up")) == 1

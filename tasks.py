@@ -1,0 +1,90 @@
+"""invoke tasks: `lab` runs pages, `site` builds and serves the site, `slides` lists diagrams.
+
+Each task is a thin call into deepdive/; a DeepDiveError becomes one line on stderr and
+a non-zero exit status.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+from invoke import Collection, Context, Exit, task
+
+from deepdive.model import DeepDiveError
+
+
+def one_line_errors(fn: Callable) -> Callable:
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except DeepDiveError as exc:
+            raise Exit(f"error: {exc}", code=1) from None
+        except KeyboardInterrupt:
+            raise Exit("interrupted: the lab was torn down, nothing is left behind", code=130) from None
+    return wrapper
+
+
+@task(help={"page": "page to run (see lab.pages)", "all": "run every page",
+            "lab": "where to run: host (network namespaces on this kernel)"})
+@one_line_errors
+def run(c: Context, page: str = "", all: bool = False, lab: str = "host") -> None:
+    """Build a page's lab, run its steps and checks, write its capture and diagrams."""
+    from deepdive import cli
+    cli.run(page or None, all, lab)
+
+
+@task(help={"page": "page to check (default: every page)"})
+@one_line_errors
+def check(c: Context, page: str = "") -> None:
+    """Re-run pages and compare with the committed captures (volatile fields masked)."""
+    from deepdive import cli
+    cli.check(page or None)
+
+
+@task
+@one_line_errors
+def clean(c: Context) -> None:
+    """Remove what a crashed lab run left behind (only processes marked as the lab's)."""
+    from deepdive import cli
+    cli.clean()
+
+
+@task
+@one_line_errors
+def pages(c: Context) -> None:
+    """List the pages and their titles."""
+    from deepdive import cli
+    cli.list_pages()
+
+
+@task(help={"dir": "output directory (default: site/)"})
+@one_line_errors
+def build(c: Context, dir: str = "") -> None:
+    """Build the site from the committed captures (no lab, no root)."""
+    from deepdive import site
+    site.build(strict=True, site_dir=dir or None)
+
+
+@task(help={"addr": "address to serve on"})
+@one_line_errors
+def serve(c: Context, addr: str = "127.0.0.1:8000") -> None:
+    """Serve the site on localhost, rebuilding on change."""
+    from deepdive import site
+    site.serve(addr=addr)
+
+
+@task
+@one_line_errors
+def slides(c: Context) -> None:
+    """List the 1920x1080 PNG diagrams for slides."""
+    from deepdive.capture import DIAGRAMS, ROOT
+    for png in sorted(DIAGRAMS.glob("*.png")):
+        print(png.relative_to(ROOT))
+
+
+lab_ns = Collection("lab", run, check, clean, pages)
+site_ns = Collection("site", build, serve)
+slides_ns = Collection("slides")
+slides_ns.add_task(slides, name="list", default=True)
+ns = Collection(lab_ns, site_ns, slides_ns)
