@@ -210,15 +210,28 @@ def _text_rows(link: dict[str, Any]) -> list[str]:
     name = f'<B><FONT POINT-SIZE="{FONT_NAME}">{e(link["name"])}</FONT></B>'
     if link.get("kind"):
         name += f'  <FONT POINT-SIZE="{FONT_DETAIL}" COLOR="{DETAIL}">{e(link["kind"])}</FONT>'
-    if link.get("state") not in (None, "UP", "UNKNOWN"):  # UNKNOWN: driver keeps no operstate
-        name += f'  <B><FONT POINT-SIZE="{FONT_DETAIL}" COLOR="{WARN}">{e(link["state"])}</FONT></B>'
+    state = _state(link)
+    if state:
+        name += f'  <B><FONT POINT-SIZE="{FONT_DETAIL}" COLOR="{WARN}">{e(state)}</FONT></B>'
     rows = [name]
-    rows += [f'<B><FONT POINT-SIZE="{FONT_ADDRESS}">{e(a)}</FONT></B>' for a in link.get("addresses") or []]
-    if not link.get("addresses"):
+    # Link-local IPv6 addresses appear on every interface by themselves; they would
+    # crowd out the addresses the page assigned, so the picture leaves them out.
+    addresses = [a for a in link.get("addresses") or [] if not a.lower().startswith("fe80:")]
+    rows += [f'<B><FONT POINT-SIZE="{FONT_ADDRESS}">{e(a)}</FONT></B>' for a in addresses]
+    if not addresses:
         rows.append(f'<I><FONT POINT-SIZE="{FONT_DETAIL}" COLOR="{DETAIL}">no IP address</FONT></I>')
     if link.get("mac"):
         rows.append(f'<FONT POINT-SIZE="{FONT_DETAIL}" COLOR="{DETAIL}">{e(link["mac"])}</FONT>')
     return rows
+
+
+def _state(link: dict[str, Any]) -> str:
+    """What is wrong with a link, in `ip link` words; empty when it works."""
+    if link.get("up") is False:
+        return "DOWN"
+    if link.get("carrier") is False:
+        return "NO-CARRIER"
+    return ""
 
 
 def _add_edges(snapshot: dict[str, Any], nodes: dict[str, Any]) -> None:

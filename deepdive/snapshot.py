@@ -4,7 +4,7 @@ A snapshot is plain JSON-able data:
 
     {"nodes": [{"name": "ns1", "links": [
         {"name": "veth0", "index": 2, "kind": "veth", "mac": "02:00:00:00:01:01",
-         "mtu": 1500, "state": "UP", "carrier": true, "promisc": false,
+         "mtu": 1500, "up": true, "carrier": true, "promisc": false,
          "master": null, "peer": {"node": "ns2", "name": "veth1"},
          "addresses": ["10.0.0.1/24"]}]}]}
 
@@ -19,7 +19,9 @@ from typing import Any
 
 NETNS_DIR = "/run/netns"
 HOST = "host"
+IFF_UP = 0x1
 IFF_PROMISC = 0x100
+TUN_TYPES = {1: "tun", 2: "tap"}
 
 
 def take(nodes: list[str]) -> dict[str, Any]:
@@ -74,6 +76,8 @@ def _nsid_map(ipr, names: list[str], own: str) -> dict[int, str]:
 def _link(node: str, link, raw: dict, nsids: dict) -> dict[str, Any]:
     index = link["index"]
     kind = link.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") or "device"
+    if kind == "tun":  # one driver for both; its type attribute says which
+        kind = TUN_TYPES.get(link.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA", "IFLA_TUN_TYPE"), kind)
     own = raw[node]
     master_idx = link.get("IFLA_MASTER")
     master = own["by_index"][master_idx].get("ifname") if master_idx in own["by_index"] else None
@@ -90,7 +94,9 @@ def _link(node: str, link, raw: dict, nsids: dict) -> dict[str, Any]:
         "kind": kind,
         "mac": link.get("IFLA_ADDRESS"),
         "mtu": link.get("IFLA_MTU"),
-        "state": link.get("IFLA_OPERSTATE"),
+        # Admin state and carrier change at once; the operational state follows them
+        # a moment later (linkwatch), so reading it would make snapshots racy.
+        "up": bool(link["flags"] & IFF_UP),
         "carrier": bool(link.get("IFLA_CARRIER")),
         # Bridges raise a port's promiscuity counter, not its IFF_PROMISC flag.
         "promisc": bool(link.get("IFLA_PROMISCUITY")) or bool(link["flags"] & IFF_PROMISC),
