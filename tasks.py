@@ -21,7 +21,8 @@ def one_line_errors(fn: Callable) -> Callable:
         except DeepDiveError as exc:
             raise Exit(f"error: {exc}", code=1) from None
         except KeyboardInterrupt:
-            raise Exit("interrupted: the lab was torn down, nothing is left behind", code=130) from None
+            from deepdive import cli
+            raise Exit(cli.interrupted(), code=130) from None
     return wrapper
 
 

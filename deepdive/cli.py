@@ -1,8 +1,12 @@
 """What the `lab` tasks do, with their output for humans. tasks.py stays a thin shell."""
 from __future__ import annotations
 
+import os
 import platform
+import signal
 import time
+from contextlib import contextmanager
+from typing import Iterator
 
 from rich.console import Console
 from rich.table import Table
@@ -20,8 +24,20 @@ def _check_lab(name: str) -> None:
         raise DeepDiveError(f"no lab {name!r}; labs: {', '.join(LABS)}")
 
 
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM takes the same path as Ctrl-C: the lab is told to tear down first."""
+    def interrupt(_signum: int, _frame) -> None:
+        raise KeyboardInterrupt
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _run(page, lab_name: str) -> lab.Outcome:
-    with console.status(f"[bold]{page.name}[/]: starting the {lab_name} lab") as status:
+    with _sigterm_as_interrupt(), console.status(f"[bold]{page.name}[/]: starting the {lab_name} lab") as status:
         return lab.run_host(page, progress=lambda line: status.update(f"[bold]{line}"))
 
 
@@ -34,7 +50,8 @@ def run(page: str | None, all_pages: bool, lab_name: str = "host") -> None:
     table = Table(title=f"lab.run on Linux {platform.release()}", title_justify="left")
     for col in ("page", "steps", "commands", "checks", "lab", "time", "files written"):
         table.add_column(col)
-    failures = []
+    failures: list[str] = []
+    paths: list[str] = []
     for p in pages:
         outcome = _run(p, lab_name)
         checks = outcome.capture["checks"]
@@ -44,11 +61,15 @@ def run(page: str | None, all_pages: bool, lab_name: str = "host") -> None:
         except lab.ChecksFailed as exc:
             failures.append(str(exc))
         steps = outcome.capture["steps"]
-        written = ", ".join(str(w.relative_to(ROOT)) for w in outcome.written) or "none (unchanged)"
+        written = str(len(outcome.written)) if outcome.written else "none (unchanged)"
+        paths.extend(str(w.relative_to(ROOT)) for w in outcome.written)
         table.add_row(p.name, str(len(steps)), str(sum(len(s["commands"]) for s in steps)),
                       f"{'[green]' if passed == len(checks) else '[red]'}{passed}/{len(checks)} passed",
-                      outcome.lab, f"{outcome.seconds:.2f} s", written)
+                      f"{outcome.lab} ({'root' if os.geteuid() == 0 else 'user namespace'})",
+                      f"{outcome.seconds:.2f} s", written)
     console.print(table)
+    for path in paths:
+        console.print(f"wrote {path}", markup=False)
     console.print(f"total {time.monotonic() - started:.2f} s")
     if failures:
         raise DeepDiveError("\n".join(failures))
@@ -85,3 +106,11 @@ def clean() -> None:
 def list_pages() -> None:
     for p in registry.load_all():
         console.print(f"{p.name:10} {p.title}", markup=False)
+
+
+def interrupted() -> str:
+    """The line to print after Ctrl-C, saying truthfully what is left."""
+    left = lab.leftovers()
+    if left:
+        return f"interrupted: {len(left)} lab process(es) still running; `invoke lab.clean` removes them"
+    return "interrupted: the lab was torn down, nothing is left behind"

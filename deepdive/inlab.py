@@ -30,8 +30,8 @@ EXIT_INTERRUPTED = 130
 PROBE_ARGS = {"veth": ["peer", "name", "ddprobe1"], "vxlan": ["id", "1", "dstport", "4789"]}
 
 
-class Interrupted(Exception):
-    pass
+class Interrupted(BaseException):
+    """SIGINT/SIGTERM; a BaseException so that no `except Exception` swallows it."""
 
 
 def private_netns_dir() -> None:

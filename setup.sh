@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Set up a checkout on Debian or Ubuntu.
+#
+#   ./setup.sh         Python environment in .venv: enough to build and serve the site
+#                      from the committed captures. No root needed.
+#   ./setup.sh --lab   also the system packages the labs, diagrams and tests use
+#                      (apt-get; through sudo unless run as root).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+LAB_PACKAGES=(iproute2 iputils-ping tcpdump util-linux mount graphviz python3 python3-venv)
+
+if [[ "${1:-}" == "--lab" ]]; then
+  sudo=()
+  if [[ $(id -u) -ne 0 ]]; then sudo=(sudo); fi
+  export DEBIAN_FRONTEND=noninteractive
+  "${sudo[@]}" apt-get update -qq
+  "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${LAB_PACKAGES[@]}" >/dev/null
+elif [[ -n "${1:-}" ]]; then
+  echo "usage: ./setup.sh [--lab]" >&2
+  exit 2
+fi
+
+# The system Python, when there is one, so that a rootless lab run started by any user
+# can execute the environment's interpreter.
+python=python3
+if [[ -x /usr/bin/python3 ]]; then python=/usr/bin/python3; fi
+
+if [[ ! -x .venv/bin/python ]]; then
+  if ! "$python" -m venv .venv 2>/dev/null; then
+    # Debian ships ensurepip separately (python3-venv); without root, build the
+    # environment without pip and bootstrap pip from PyPI's wheel.
+    rm -rf .venv
+    "$python" -m venv --without-pip .venv
+    .venv/bin/python - <<'PY'
+import json, pathlib, subprocess, sys, tempfile, urllib.parse, urllib.request
+index = "https://pypi.org/pypi/pip/json"
+meta = json.load(urllib.request.urlopen(index))
+wheel = next(u for u in meta["urls"] if u["filename"].endswith(".whl"))
+with tempfile.TemporaryDirectory() as tmp:
+    path = pathlib.Path(tmp, wheel["filename"])
+    path.write_bytes(urllib.request.urlopen(urllib.parse.urljoin(index, wheel["url"])).read())
+    subprocess.run([sys.executable, f"{path}/pip", "install", "-q", str(path)], check=True)
+PY
+  fi
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt
+echo "ready: .venv/bin/invoke --list shows the tasks"

@@ -1,0 +1,50 @@
+"""Shared gates and probes for tests that touch the real kernel."""
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from deepdive import lab
+from deepdive.model import DeepDiveError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def lab_unavailable() -> str:
+    """Why the host lab cannot run here, or '' when it can."""
+    try:
+        lab.unshare_options()
+    except DeepDiveError as exc:
+        return str(exc)
+    return ""
+
+
+def needs_root() -> pytest.MarkDecorator:
+    return pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CI runs as root)")
+
+
+@pytest.fixture
+def host_lab() -> None:
+    """Skip, with the reason, where neither root nor user namespaces are available."""
+    reason = lab_unavailable()
+    if reason:
+        pytest.skip(f"host lab unavailable: {reason}")
+
+
+def caller_state() -> dict[str, object]:
+    """What a lab must leave exactly as it found it in the caller's namespaces."""
+    def out(*argv: str) -> str:
+        return subprocess.run(argv, capture_output=True, text=True).stdout
+
+    netns_dir = Path("/run/netns")
+    return {
+        "netns": sorted(os.listdir(netns_dir)) if netns_dir.is_dir() else None,
+        "links": out("ip", "-o", "link", "show"),
+        "addresses": out("ip", "-o", "addr", "show"),
+        "lab processes": lab.leftovers(),
+        "mounts on /run": [l for l in Path("/proc/self/mounts").read_text().splitlines()
+                           if " /run" in l],
+    }

@@ -1,0 +1,159 @@
+"""Lab tests: every page runs for real on this kernel, its checks pass, its output matches
+the committed capture, and the caller's namespaces are untouched afterwards."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT, caller_state
+from deepdive import capture, lab, registry
+from deepdive.masking import drift
+
+pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("host_lab")]
+PAGES = registry.names()
+
+
+@pytest.fixture(scope="module")
+def outcomes() -> dict[str, lab.Outcome]:
+    """Each page run once for the whole module (a lab run takes a second or two)."""
+    return {}
+
+
+def run_once(outcomes: dict[str, lab.Outcome], name: str) -> lab.Outcome:
+    if name not in outcomes:
+        outcomes[name] = lab.run_host(registry.load(name))
+    return outcomes[name]
+
+
+@pytest.mark.parametrize("name", PAGES)
+def test_page_runs_every_check_passes_and_nothing_is_left(outcomes, name):
+    before = caller_state()
+    outcome = run_once(outcomes, name)
+    assert caller_state() == before
+    failed = [c["claim"] for c in outcome.capture["checks"] if not c["passed"]]
+    assert failed == []
+    page = registry.load(name)
+    assert len(outcome.capture["checks"]) == len(page.checks)
+    assert [s["id"] for s in outcome.capture["steps"]] == [s.id for s in page.steps]
+
+
+@pytest.mark.parametrize("name", PAGES)
+def test_page_matches_its_committed_capture(outcomes, name):
+    problems = drift(capture.load(name), run_once(outcomes, name).capture)
+    assert problems == [], "\n".join(problems)
+
+
+@pytest.mark.parametrize("name", PAGES)
+def test_a_second_run_leaves_the_capture_file_byte_identical(outcomes, name, tmp_path):
+    first = run_once(outcomes, name).capture
+    assert capture.write_if_changed(first, captures=tmp_path)
+    written = capture.path_for(name, tmp_path).read_bytes()
+    second = lab.run_host(registry.load(name)).capture
+    assert not capture.write_if_changed(second, captures=tmp_path)
+    assert capture.path_for(name, tmp_path).read_bytes() == written
+
+
+@pytest.mark.parametrize("name", PAGES)
+def test_snapshots_hold_the_declared_nodes(outcomes, name):
+    page = registry.load(name)
+    snaps = capture.snapshots(run_once(outcomes, name).capture)
+    assert snaps, f"page {name} draws no diagram"
+    for _step, snap in snaps:
+        assert set(page.nodes) <= {n["name"] for n in snap["nodes"]}
+
+
+def _invoke(*args: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT,
+                          capture_output=True, text=True, **kw)
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_interrupting_a_run_tears_the_lab_down(sig):
+    """Ctrl-C (or SIGTERM) mid-run: one line, status 130, nothing left behind."""
+    before = caller_state()
+    proc = subprocess.Popen([sys.executable, "-m", "invoke", "lab.run", "--page", "bridge"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    # Wait until the lab has built something, then interrupt the whole group, as a
+    # terminal does with Ctrl-C.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not any("deepdive.inlab" in p for p in lab.leftovers()):
+        time.sleep(0.05)
+    time.sleep(0.4)
+    os.killpg(proc.pid, getattr(signal, sig))
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("interrupted: ")
+    assert caller_state() == before
+
+
+def test_a_bad_page_name_lists_the_pages():
+    res = _invoke("lab.run", "--page", "nosuch")
+    assert res.returncode == 1
+    assert res.stderr.strip() == f"error: no page 'nosuch'; pages: {', '.join(PAGES)}"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to make docs/ read-only in a private mount namespace")
+def test_unwritable_docs_fail_before_any_lab_is_built():
+    before = caller_state()
+    script = (f"mount --bind -o ro {ROOT / 'docs'} {ROOT / 'docs'} && "
+              f"exec {sys.executable} -m invoke lab.run --page veth")
+    res = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 1
+    assert res.stderr.strip() == "error: cannot write to docs/captures: Read-only file system"
+    assert caller_state() == before
+
+
+def test_a_missing_tool_is_named_with_its_package(tmp_path):
+    """bridge needs tcpdump: with a PATH that lacks it, the run stops before it starts."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("ip", "unshare", "mount", "ping", "bridge"):
+        found = shutil.which(tool)
+        assert found, f"{tool} should be installed for the lab tests"
+        (bin_dir / tool).symlink_to(found)
+    res = _invoke("lab.run", "--page", "bridge", env=dict(os.environ, PATH=str(bin_dir)))
+    assert res.returncode == 1
+    assert res.stderr.strip() == ("error: page bridge needs tcpdump, not found on PATH "
+                                  "(Debian/Ubuntu: apt-get install tcpdump)")
+
+
+def _nobody_can_run_the_project() -> str:
+    if os.geteuid() != 0:
+        return "needs root to switch to user nobody"
+    probe = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                            sys.executable, "-c", "import deepdive.lab, pyroute2"],
+                           cwd=ROOT, capture_output=True, text=True)
+    if probe.returncode != 0:
+        return ("user nobody cannot run this checkout's Python (the checkout or its "
+                f"interpreter is not readable by others): {probe.stderr.strip()[-200:]}")
+    return ""
+
+
+@pytest.mark.parametrize("name", PAGES)
+def test_a_normal_user_runs_the_page_in_user_namespaces(name):
+    """Rootless: as user nobody, the same page gives the same output as root."""
+    reason = _nobody_can_run_the_project()
+    if reason:
+        pytest.skip(reason)
+    code = ("import json, sys; from deepdive import lab, registry; "
+            f"o = lab.run_host(registry.load({name!r})); json.dump(o.capture, sys.stdout)")
+    before = caller_state()
+    res = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                          sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         env=dict(os.environ, HOME="/tmp"))
+    assert res.returncode == 0, res.stderr
+    rootless = json.loads(res.stdout)
+    assert all(c["passed"] for c in rootless["checks"])
+    problems = drift(capture.load(name), rootless)
+    assert problems == [], "\n".join(problems)
+    assert caller_state() == before
