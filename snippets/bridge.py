@@ -53,7 +53,7 @@ page.step(
     "flood", "A frame for a MAC address nobody has",
     "ip -n ns1 neigh add 10.0.0.99 lladdr 02:00:00:00:09:09 dev eth0",
     cmd(CAPTURE, background=True, ready="listening on"),
-    cmd("ip netns exec ns1 ping -c 1 -W 0.5 10.0.0.99", rc=1),
+    cmd("ip netns exec ns1 ping -c 1 -W 0.2 10.0.0.99", rc=1),
 )
 page.step(
     "address", "Give the bridge itself an address",
