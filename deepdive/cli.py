@@ -87,7 +87,7 @@ def check(page: str | None) -> None:
             drifted.append(p.name)
             console.print(f"[red]✗ {p.name}[/] differs from docs/captures/{p.name}.json:")
             for line in problems:
-                console.print(line, markup=False)
+                console.print(line, markup=False, soft_wrap=True)
         else:
             console.print(f"[green]✓ {p.name}[/] matches its capture ({outcome.seconds:.2f} s)")
     if drifted:
