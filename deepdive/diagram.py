@@ -209,7 +209,8 @@ def _text_rows(link: dict[str, Any]) -> list[str]:
     e = html.escape
     name = f'<B><FONT POINT-SIZE="{FONT_NAME}">{e(link["name"])}</FONT></B>'
     if link.get("kind"):
-        name += f'  <FONT POINT-SIZE="{FONT_DETAIL}" COLOR="{DETAIL}">{e(link["kind"])}</FONT>'
+        kind = " ".join([link["kind"], *(f"{k} {v}" for k, v in (link.get("details") or {}).items())])
+        name += f'  <FONT POINT-SIZE="{FONT_DETAIL}" COLOR="{DETAIL}">{e(kind)}</FONT>'
     state = _state(link)
     if state:
         name += f'  <B><FONT POINT-SIZE="{FONT_DETAIL}" COLOR="{WARN}">{e(state)}</FONT></B>'
@@ -252,6 +253,10 @@ def _add_edges(snapshot: dict[str, Any], nodes: dict[str, Any]) -> None:
         master_id = _node_id(link.node, master) if master else None
         if master_id in links:
             nodes[link.id] >> Edge(label=" master ", **MASTER_EDGE) >> nodes[master_id]
+        parent = link.data.get("parent")
+        parent_id = _node_id(parent["node"], parent["name"]) if parent else None
+        if parent_id in links:
+            nodes[link.id] >> Edge(label=" on top of ", **MASTER_EDGE) >> nodes[parent_id]
 
 
 def _veth_order(a: _Link, b: _Link) -> tuple[str, str]:

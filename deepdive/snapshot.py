@@ -6,7 +6,10 @@ A snapshot is plain JSON-able data:
         {"name": "veth0", "index": 2, "kind": "veth", "mac": "02:00:00:00:01:01",
          "mtu": 1500, "up": true, "carrier": true, "promisc": false,
          "master": null, "peer": {"node": "ns2", "name": "veth1"},
-         "addresses": ["10.0.0.1/24"]}]}]}
+         "parent": null, "details": {}, "addresses": ["10.0.0.1/24"]}]}]}
+
+`parent` is the device a vlan, macvlan, ipvlan or vxlan link is stacked on; `details`
+holds the kind's distinguishing settings (vlan id, vxlan vni and port, modes).
 
 `host` is the lab's own root namespace, the one a reader's commands without
 `ip netns exec` act on. Loopback devices are left out.
@@ -81,13 +84,14 @@ def _link(node: str, link, raw: dict, nsids: dict) -> dict[str, Any]:
     own = raw[node]
     master_idx = link.get("IFLA_MASTER")
     master = own["by_index"][master_idx].get("ifname") if master_idx in own["by_index"] else None
-    peer = None
-    peer_idx = link.get("IFLA_LINK")
-    if kind == "veth" and peer_idx:
-        nsid = link.get("IFLA_LINK_NETNSID")
-        peer_node = node if nsid is None else nsids[node].get(nsid)
-        if peer_node is not None and peer_idx in raw[peer_node]["by_index"]:
-            peer = {"node": peer_node, "name": raw[peer_node]["by_index"][peer_idx].get("ifname")}
+    # IFLA_LINK is a veth's peer, or the device a vlan/macvlan/ipvlan sits on (its
+    # parent); a vxlan names its underlay device in its own data instead.
+    other = _resolve(node, link.get("IFLA_LINK"), link.get("IFLA_LINK_NETNSID"), raw, nsids)
+    if kind == "vxlan":
+        other = _resolve(node, _info(link, "IFLA_VXLAN_LINK"), None, raw, nsids)
+    if other == {"node": node, "name": link.get("ifname")}:
+        other = None
+    peer, parent = (other, None) if kind == "veth" else (None, other)
     return {
         "name": link.get("ifname"),
         "index": index,
@@ -102,8 +106,50 @@ def _link(node: str, link, raw: dict, nsids: dict) -> dict[str, Any]:
         "promisc": bool(link.get("IFLA_PROMISCUITY")) or bool(link["flags"] & IFF_PROMISC),
         "master": master,
         "peer": peer,
+        "parent": parent,
+        "details": _details(kind, link),
         "addresses": own["addrs"].get(index, []),
     }
+
+
+def _resolve(node: str, index: int | None, nsid: int | None, raw: dict, nsids: dict) -> dict | None:
+    """{"node", "name"} of interface `index` in the namespace `nsid` names (here if None)."""
+    if not index:
+        return None
+    where = node if nsid is None else nsids[node].get(nsid)
+    if where is None or index not in raw[where]["by_index"]:
+        return None
+    return {"node": where, "name": raw[where]["by_index"][index].get("ifname")}
+
+
+def _info(link, attr: str) -> Any:
+    return link.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA", attr)
+
+
+# What a reader needs to tell two links of one kind apart, per kind: label -> attribute.
+DETAILS = {
+    "vlan": {"id": "IFLA_VLAN_ID"},
+    "vxlan": {"vni": "IFLA_VXLAN_ID", "dstport": "IFLA_VXLAN_PORT"},
+    "macvlan": {"mode": "IFLA_MACVLAN_MODE"},
+    "macvtap": {"mode": "IFLA_MACVLAN_MODE"},
+    "ipvlan": {"mode": "IFLA_IPVLAN_MODE"},
+    "bond": {"mode": "IFLA_BOND_MODE"},
+}
+# Numbers netlink reports for modes, in the words `ip -d link` uses.
+MODE_NAMES = {
+    "ipvlan": {0: "l2", 1: "l3", 2: "l3s"},
+    "bond": {0: "balance-rr", 1: "active-backup", 2: "balance-xor", 3: "broadcast",
+             4: "802.3ad", 5: "balance-tlb", 6: "balance-alb"},
+}
+
+
+def _details(kind: str, link) -> dict[str, Any]:
+    out = {}
+    for label, attr in DETAILS.get(kind, {}).items():
+        value = _info(link, attr)
+        if value is not None:
+            out[label] = MODE_NAMES.get(kind, {}).get(value, value) if label == "mode" else value
+    return out
 
 
 def find_link(snapshot: dict[str, Any], node: str, name: str) -> dict[str, Any]:
