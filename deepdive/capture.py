@@ -44,7 +44,7 @@ def load(page: str, captures: Path = CAPTURES) -> dict[str, Any]:
     except FileNotFoundError:
         raise DeepDiveError(
             f"page {page}: no capture at {_rel(path)}; `invoke lab.run --page {page}` makes it") from None
-    except json.JSONDecodeError as exc:
+    except ValueError as exc:  # not JSON, or not even UTF-8
         raise DeepDiveError(f"page {page}: {_rel(path)} is not valid JSON ({exc}); "
                             f"`invoke lab.run --page {page}` rewrites it") from None
 
@@ -56,7 +56,7 @@ def write_if_changed(capture: dict[str, Any], captures: Path = CAPTURES) -> bool
         try:
             if masked(json.loads(path.read_text())) == masked(capture):
                 return False
-        except json.JSONDecodeError:
+        except ValueError:  # unreadable: replace it
             pass
     atomic_write(path, dumps(capture).encode())
     return True

@@ -47,6 +47,8 @@ def run(argv: tuple[str, ...], timeout: float) -> Result:
             text=True, env=env, start_new_session=True, preexec_fn=die_with_parent)
     except FileNotFoundError:
         return Result(argv, 127, "", f"{argv[0]}: command not found\n")
+    except PermissionError:
+        return Result(argv, 126, "", f"{argv[0]}: permission denied\n")
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,14}$")
 DEFAULT_TIMEOUT = 10.0
+SHELL_OPERATORS = "();<>|&"
 
 
 class DeepDiveError(Exception):
@@ -32,7 +33,9 @@ def _caller_location() -> str:
     """file:line of the snippet statement that is declaring something."""
     frame = sys._getframe(1)
     here = Path(__file__).resolve()
-    while frame is not None and Path(frame.f_code.co_filename).resolve() == here:
+    # Skip this module and the __init__ that dataclasses generate (filename "<string>").
+    while frame is not None and (frame.f_code.co_filename == "<string>"
+                                 or Path(frame.f_code.co_filename).resolve() == here):
         frame = frame.f_back
     if frame is None:
         return "<unknown>"
@@ -78,13 +81,18 @@ def cmd(command: str, *, rc: int = 0, timeout: float = DEFAULT_TIMEOUT,
         raise SnippetError(f"{where}: ready= only applies to background commands")
     try:
         argv = tuple(shlex.split(command))
+        # Split again with shell operators as tokens of their own, so that `a;b` or
+        # `2>err` is caught too; quoted text stays one word either way.
+        lexer = shlex.shlex(command, posix=True, punctuation_chars=SHELL_OPERATORS)
+        lexer.whitespace_split = True
+        words = list(lexer)
     except ValueError as exc:
         raise SnippetError(f"{where}: cannot split command {command!r}: {exc}") from None
     if not argv:
         raise SnippetError(f"{where}: empty command")
-    if any(tok in ("|", "&&", ";", ">", "<", "||") for tok in argv):
+    if any(w and set(w) <= set(SHELL_OPERATORS) for w in words):
         raise SnippetError(f"{where}: {command!r} uses shell syntax; commands run without a shell")
-    if timeout <= 0:
+    if not timeout > 0:  # also refuses NaN
         raise SnippetError(f"{where}: timeout must be positive, got {timeout}")
     return Cmd(argv=argv, rc=rc, timeout=timeout, where=where, background=background, ready=ready)
 
@@ -131,12 +139,12 @@ class Page:
 
     def __post_init__(self) -> None:
         self.where = self.where or _caller_location()
-        if not NAME_RE.match(self.name):
+        if not NAME_RE.fullmatch(self.name):
             raise SnippetError(f"{self.where}: page name {self.name!r} must match {NAME_RE.pattern}")
         if not self.title.strip():
             raise SnippetError(f"{self.where}: page {self.name!r} needs a title")
         for node in self.nodes:
-            if not NAME_RE.match(node) or node == "host":
+            if not NAME_RE.fullmatch(node) or node == "host":
                 raise SnippetError(f"{self.where}: node name {node!r} must match {NAME_RE.pattern} and not be 'host'")
         if len(set(self.nodes)) != len(self.nodes):
             raise SnippetError(f"{self.where}: node names repeat: {', '.join(self.nodes)}")
@@ -161,7 +169,7 @@ class Page:
     def step(self, id: str, title: str, *commands: Cmd | str, snapshot: bool = False) -> Step:
         """Append a step; plain strings are commands expected to succeed."""
         where = _caller_location()
-        if not NAME_RE.match(id):
+        if not NAME_RE.fullmatch(id):
             raise SnippetError(f"{where}: step id {id!r} must match {NAME_RE.pattern}")
         if any(s.id == id for s in self.steps):
             raise SnippetError(f"{where}: step id {id!r} is used twice in page {self.name!r}")

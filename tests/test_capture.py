@@ -105,9 +105,6 @@ def test_an_unreadable_json_file_is_replaced(tmp_path):
     assert cap.load("demo", captures=tmp_path) == sample()
 
 
-@pytest.mark.xfail(reason="write_if_changed catches only JSONDecodeError; a file that is not "
-                          "UTF-8 raises UnicodeDecodeError from read_text() instead of being "
-                          "replaced", strict=True)
 def test_a_file_that_is_not_utf8_is_replaced(tmp_path):
     (tmp_path / "demo.json").write_bytes(b'\xff\xfe{"page": "demo"}')
     assert cap.write_if_changed(sample(), captures=tmp_path) is True
@@ -163,9 +160,6 @@ def test_load_of_invalid_json_says_how_to_rewrite_it(tmp_path, content):
     assert "invoke lab.run --page vlan" in message
 
 
-@pytest.mark.xfail(reason="load() catches only FileNotFoundError and JSONDecodeError; a capture "
-                          "that is not UTF-8 escapes as a UnicodeDecodeError traceback",
-                   strict=True)
 def test_load_of_a_file_that_is_not_utf8_is_a_deepdive_error(tmp_path):
     (tmp_path / "vlan.json").write_bytes(b"\x80\x81 garbage")
     with pytest.raises(DeepDiveError, match="invoke lab.run --page vlan"):

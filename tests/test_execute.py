@@ -119,9 +119,6 @@ def test_missing_program_gives_127_without_raising(tmp_path):
     assert res.rc == 127
 
 
-@pytest.mark.xfail(reason="run() turns only FileNotFoundError into a Result; a program that "
-                          "exists but cannot be executed raises PermissionError (a traceback "
-                          "in the lab) where a shell would report status 126", strict=True)
 def test_program_that_cannot_be_executed_gives_126_without_raising(tmp_path):
     script = tmp_path / "not-executable.sh"
     script.write_text("#!/bin/sh\necho hi\n")

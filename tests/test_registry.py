@@ -180,8 +180,6 @@ def test_page_named_differently_from_its_file_is_an_error(tmp_path):
     assert "'vxlan'" in str(info.value) and "vlan.py" in str(info.value)
 
 
-@pytest.mark.xfail(reason="the mismatch is reported at page.where, which is the dataclass "
-                          "__init__'s '<string>:N', not the snippet's file:line", strict=True)
 def test_page_named_differently_from_its_file_is_reported_at_the_page_line(tmp_path):
     lines = [
         "from deepdive.model import Page",
