@@ -26,21 +26,24 @@ def one_line_errors(fn: Callable) -> Callable:
     return wrapper
 
 
-@task(help={"page": "page to run (see lab.pages)", "all": "run every page",
-            "lab": "where to run: host (network namespaces on this kernel)"})
+LAB_HELP = ("where to run: auto (default: host when this kernel has what the page needs, "
+            "else vm), host (namespaces on this kernel), vm (a micro-VM with a distro kernel)")
+
+
+@task(help={"page": "page to run (see lab.pages)", "all": "run every page", "lab": LAB_HELP})
 @one_line_errors
-def run(c: Context, page: str = "", all: bool = False, lab: str = "host") -> None:
+def run(c: Context, page: str = "", all: bool = False, lab: str = "auto") -> None:
     """Build a page's lab, run its steps and checks, write its capture and diagrams."""
     from deepdive import cli
     cli.run(page or None, all, lab)
 
 
-@task(help={"page": "page to check (default: every page)"})
+@task(help={"page": "page to check (default: every page)", "lab": LAB_HELP})
 @one_line_errors
-def check(c: Context, page: str = "") -> None:
+def check(c: Context, page: str = "", lab: str = "auto") -> None:
     """Re-run pages and compare with the committed captures (volatile fields masked)."""
     from deepdive import cli
-    cli.check(page or None)
+    cli.check(page or None, lab)
 
 
 @task

@@ -13,37 +13,72 @@ from rich.table import Table
 
 from deepdive import lab, registry
 from deepdive.capture import ROOT
-from deepdive.model import DeepDiveError
+from deepdive.model import DeepDiveError, Page
 
 console = Console(stderr=True, highlight=False)
-LABS = ("host",)
+LABS = ("auto", "host", "vm")
 
 
-def _check_lab(name: str) -> None:
-    if name not in LABS:
-        raise DeepDiveError(f"no lab {name!r}; labs: {', '.join(LABS)}")
+def _sigterm_as_interrupt_handler(_signum: int, _frame) -> None:
+    raise KeyboardInterrupt
 
 
 @contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
     """SIGTERM takes the same path as Ctrl-C: the lab is told to tear down first."""
-    def interrupt(_signum: int, _frame) -> None:
-        raise KeyboardInterrupt
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt_handler)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _run(page, lab_name: str) -> lab.Outcome:
-    with _sigterm_as_interrupt(), console.status(f"[bold]{page.name}[/]: starting the {lab_name} lab") as status:
-        return lab.run_host(page, progress=lambda line: status.update(f"[bold]{line}"))
+def choose(pages: list[Page], lab_name: str) -> tuple[list[Page], list[Page]]:
+    """Split pages into (host lab, vm lab). auto: host when this kernel has what a page
+    needs (probed, cached), vm otherwise; host: fail in one line when it does not."""
+    if lab_name not in LABS:
+        raise DeepDiveError(f"no lab {lab_name!r}; labs: {', '.join(LABS)}")
+    if lab_name == "vm":
+        return [], pages
+    host, vm = [], []
+    for p in pages:
+        try:
+            lab.preflight(p)
+            host.append(p)
+        except lab.MissingFeature:
+            if lab_name == "host":
+                raise
+            vm.append(p)
+    return host, vm
 
 
-def run(page: str | None, all_pages: bool, lab_name: str = "host") -> None:
+def outcomes(pages: list[Page], lab_name: str) -> Iterator[lab.Outcome]:
+    """Run pages where they can run: host pages one by one, vm pages in one boot."""
+    host, vm = choose(pages, lab_name)
+    with _sigterm_as_interrupt():
+        for p in host:
+            with console.status(f"[bold]{p.name}[/]: starting the host lab") as status:
+                yield lab.run_host(p, progress=lambda line: status.update(f"[bold]{line}"))
+        if vm:
+            from deepdive import vmlab
+            names = ", ".join(p.name for p in vm)
+            with console.status(f"[bold]vm lab[/] for {names}: starting") as status:
+                def progress(line: str) -> None:
+                    status.update(f"[bold]vm lab[/] ({names}): {line}")
+                    if line.startswith("booting") or line == "the VM is up":
+                        console.print(f"vm lab: {line}", markup=False)
+                results = vmlab.run_pages(vm, progress)
+            yield from results
+
+
+def _lab_label(outcome: lab.Outcome) -> str:
+    if outcome.lab == "vm":
+        return f"vm ({outcome.capture['meta']['kernel']})"
+    return f"host ({'root' if os.geteuid() == 0 else 'user namespace'})"
+
+
+def run(page: str | None, all_pages: bool, lab_name: str = "auto") -> None:
     """Run pages, write their captures and diagrams, print a summary."""
-    _check_lab(lab_name)
     pages = lab.pages(page, all_pages)
     lab.writable_output()
     started = time.monotonic()
@@ -52,8 +87,8 @@ def run(page: str | None, all_pages: bool, lab_name: str = "host") -> None:
         table.add_column(col)
     failures: list[str] = []
     paths: list[str] = []
-    for p in pages:
-        outcome = _run(p, lab_name)
+    boot = None
+    for outcome in outcomes(pages, lab_name):
         checks = outcome.capture["checks"]
         passed = sum(c["passed"] for c in checks)
         try:
@@ -63,33 +98,35 @@ def run(page: str | None, all_pages: bool, lab_name: str = "host") -> None:
         steps = outcome.capture["steps"]
         written = str(len(outcome.written)) if outcome.written else "none (unchanged)"
         paths.extend(str(w.relative_to(ROOT)) for w in outcome.written)
-        table.add_row(p.name, str(len(steps)), str(sum(len(s["commands"]) for s in steps)),
+        boot = outcome.boot_seconds or boot
+        table.add_row(outcome.page, str(len(steps)), str(sum(len(s["commands"]) for s in steps)),
                       f"{'[green]' if passed == len(checks) else '[red]'}{passed}/{len(checks)} passed",
-                      f"{outcome.lab} ({'root' if os.geteuid() == 0 else 'user namespace'})",
-                      f"{outcome.seconds:.2f} s", written)
+                      _lab_label(outcome), f"{outcome.seconds:.2f} s", written)
     console.print(table)
     for path in paths:
         console.print(f"wrote {path}", markup=False)
+    if boot:
+        console.print(f"vm lab: one boot, {boot:.1f} s including its pages")
     console.print(f"total {time.monotonic() - started:.2f} s")
     if failures:
         raise DeepDiveError("\n".join(failures))
 
 
-def check(page: str | None) -> None:
+def check(page: str | None, lab_name: str = "auto") -> None:
     """Re-run pages and compare with the committed captures; raise on drift."""
     pages = lab.pages(page, all_pages=page is None)
     drifted = []
-    for p in pages:
-        outcome = _run(p, "host")
+    for outcome in outcomes(pages, lab_name):
+        name = outcome.page
         problems = lab.compare(outcome)
-        problems += [f"page {p.name}: check failed: {c['claim']}" for c in outcome.failed_checks]
+        problems += [f"page {name}: check failed: {c['claim']}" for c in outcome.failed_checks]
         if problems:
-            drifted.append(p.name)
-            console.print(f"[red]✗ {p.name}[/] differs from docs/captures/{p.name}.json:")
+            drifted.append(name)
+            console.print(f"[red]✗ {name}[/] differs from docs/captures/{name}.json:")
             for line in problems:
                 console.print(line, markup=False, soft_wrap=True)
         else:
-            console.print(f"[green]✓ {p.name}[/] matches its capture ({outcome.seconds:.2f} s)")
+            console.print(f"[green]✓ {name}[/] matches its capture ({outcome.seconds:.2f} s, {_lab_label(outcome)})")
     if drifted:
         raise DeepDiveError(f"{len(drifted)} page(s) drifted: {', '.join(drifted)}; "
                             "`invoke lab.run --page NAME` refreshes a page once the change is understood")

@@ -215,9 +215,7 @@ def _text_rows(link: dict[str, Any]) -> list[str]:
     if state:
         name += f'  <B><FONT POINT-SIZE="{FONT_DETAIL}" COLOR="{WARN}">{e(state)}</FONT></B>'
     rows = [name]
-    # Link-local IPv6 addresses appear on every interface by themselves; they would
-    # crowd out the addresses the page assigned, so the picture leaves them out.
-    addresses = [a for a in link.get("addresses") or [] if not a.lower().startswith("fe80:")]
+    addresses = link.get("addresses") or []
     rows += [f'<B><FONT POINT-SIZE="{FONT_ADDRESS}">{e(a)}</FONT></B>' for a in addresses]
     if not addresses:
         rows.append(f'<I><FONT POINT-SIZE="{FONT_DETAIL}" COLOR="{DETAIL}">no IP address</FONT></I>')

@@ -26,10 +26,6 @@ EXIT_STEP_FAILED = 3
 EXIT_CHECK_FAILED = 4
 EXIT_INTERRUPTED = 130
 
-# Extra arguments a kind needs before the kernel will create it in the probe.
-PROBE_ARGS = {"veth": ["peer", "name", "ddprobe1"], "vxlan": ["id", "1", "dstport", "4789"]}
-
-
 class Interrupted(BaseException):
     """SIGINT/SIGTERM; a BaseException so that no `except Exception` swallows it."""
 
@@ -52,21 +48,7 @@ def _mount_tmpfs(where: str) -> None:
         raise DeepDiveError(f"cannot mount a private tmpfs on {where}: {res.stderr.strip()}")
 
 
-def probe_kinds(kinds: tuple[str, ...]) -> None:
-    """Fail early, in one line, if the kernel cannot create a link kind the page needs."""
-    for kind in kinds:
-        if kind in ("tun", "tap"):
-            argv = ("ip", "tuntap", "add", "ddprobe0", "mode", kind)
-        else:
-            argv = ("ip", "link", "add", "ddprobe0", "type", kind, *PROBE_ARGS.get(kind, []))
-        res = execute.run(argv, 5)
-        if res.rc != 0:
-            raise DeepDiveError(f"this kernel cannot create {kind} links ({res.stderr.strip()})")
-        execute.run(("ip", "link", "del", "ddprobe0"), 5)
-
-
 def run_page(page: Page) -> dict[str, Any]:
-    probe_kinds(page.needs.kinds)
     recorded: list[tuple[str, Result]] = []
     steps_out: list[dict[str, Any]] = []
     checks_out: list[dict[str, Any]] = []

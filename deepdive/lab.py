@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from deepdive import capture as captures
-from deepdive import registry
+from deepdive import features, registry
 from deepdive.execute import die_with_parent
 from deepdive.masking import drift
 from deepdive.model import DeepDiveError, Page
@@ -46,6 +46,7 @@ class Outcome:
     seconds: float
     lab: str
     written: list[Path] = field(default_factory=list)
+    boot_seconds: float | None = None  # vm lab: the whole boot the page ran in
 
     @property
     def failed_checks(self) -> list[dict[str, Any]]:
@@ -54,6 +55,10 @@ class Outcome:
 
 class ChecksFailed(DeepDiveError):
     pass
+
+
+class MissingFeature(DeepDiveError):
+    """The running kernel lacks something a page needs; the vm lab may have it."""
 
 
 def pages(page: str | None, all_pages: bool) -> list[Page]:
@@ -70,7 +75,14 @@ def preflight(page: Page) -> list[str]:
         pkgs = sorted({PACKAGES.get(t, t) for t in missing})
         raise DeepDiveError(f"page {page.name} needs {', '.join(missing)}, not found on PATH "
                             f"(Debian/Ubuntu: apt-get install {' '.join(pkgs)})")
-    return unshare_options()
+    options = unshare_options()
+    lacking = features.missing_kinds(page.needs.kinds, options)
+    if lacking:
+        raise MissingFeature(
+            f"page {page.name} needs {' and '.join(lacking)} links, which this kernel "
+            f"({platform.release()}) cannot create; run it in the vm lab: "
+            f"invoke lab.run --page {page.name} --lab vm")
+    return options
 
 
 # Rootless, the lab keeps the caller's uid and holds its capabilities as ambient ones:

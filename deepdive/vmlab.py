@@ -1,0 +1,200 @@
+"""The vm lab: the host lab, run inside a micro-VM that boots a distro kernel.
+
+virtme-ng (`vng`) boots the kernel from /boot with a copy-on-write view of this machine's
+file system as its root, so the guest has this checkout, its Python environment and the
+same tools. Inside, `python -m deepdive.vmguest` runs each page through the host lab (a
+fresh network namespace per page, as on the host) and leaves each capture as a file in a
+directory shared read-write with the host. One boot runs any number of pages.
+
+KVM is used when it works. Where /dev/kvm exists but qemu aborts or the guest hangs (as
+in some nested setups), a short probe boot finds out, the verdict is cached per host
+kernel, and the VM runs under software emulation (TCG) instead.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Callable
+
+from deepdive import features
+from deepdive.capture import ROOT
+from deepdive.execute import die_with_parent
+from deepdive.lab import MARKER, RUN_PREFIX, Outcome
+from deepdive.model import DeepDiveError, Page
+
+KVM_PROBE_TIMEOUT = 20.0   # a KVM boot takes a second or two; a hung one never ends
+BOOT_TIMEOUT = {"kvm": 60.0, "tcg": 180.0}
+PAGE_TIMEOUT = {"kvm": 60.0, "tcg": 180.0}
+GUEST_READY = "guest: up"
+
+
+def kernel_image() -> Path:
+    """The distro kernel to boot: $DEEPDIVE_VM_KERNEL, else the newest /boot/vmlinuz-*."""
+    chosen = os.environ.get("DEEPDIVE_VM_KERNEL")
+    if chosen:
+        if not Path(chosen).is_file():
+            raise DeepDiveError(f"DEEPDIVE_VM_KERNEL={chosen} is not a file")
+        return Path(chosen)
+    images = sorted(Path("/boot").glob("vmlinuz-*"), key=lambda p: p.stat().st_mtime)
+    if not images:
+        raise DeepDiveError("the vm lab needs a kernel image in /boot "
+                            "(Debian: apt-get install linux-image-amd64; Ubuntu: linux-image-generic)")
+    image = images[-1]
+    if not os.access(image, os.R_OK):
+        raise DeepDiveError(f"the vm lab cannot read {image}; run it as root, or make it readable")
+    return image
+
+
+def vng() -> list[str]:
+    """The vng command, found next to this interpreter (a virtualenv) or on PATH."""
+    for candidate in (Path(sys.executable).parent / "vng", shutil.which("vng")):
+        if candidate and Path(candidate).exists():
+            return [str(candidate)]
+    raise DeepDiveError("the vm lab needs virtme-ng (./setup.sh --lab installs it: pip install virtme-ng)")
+
+
+def _env() -> dict[str, str]:
+    # vng starts helpers (virtme-run) by name: they live beside it.
+    path = f"{Path(vng()[0]).parent}:{os.environ.get('PATH', '')}"
+    return dict(os.environ, PATH=path)
+
+
+def preflight() -> Path:
+    if shutil.which("qemu-system-x86_64") is None:
+        raise DeepDiveError("the vm lab needs qemu (Debian/Ubuntu: apt-get install qemu-system-x86)")
+    vng()
+    return kernel_image()
+
+
+def accel(kernel: Path, say: Callable[[str], None]) -> tuple[str, str]:
+    """("kvm" or "tcg", why). $DEEPDIVE_VM_ACCEL forces one."""
+    forced = os.environ.get("DEEPDIVE_VM_ACCEL")
+    if forced in ("kvm", "tcg"):
+        return forced, f"DEEPDIVE_VM_ACCEL={forced}"
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return "tcg", "no usable /dev/kvm"
+    key = f"accel-{platform.release()}-{kernel.name}.json"
+
+    def probe() -> dict:
+        say("checking whether KVM works here (once per kernel)")
+        return dict(zip(("accel", "why"), _probe_kvm(kernel)))
+
+    verdict = features.cached(key, probe)
+    return verdict["accel"], verdict["why"]
+
+
+def _probe_kvm(kernel: Path) -> tuple[str, str]:
+    argv = [*vng(), "-r", str(kernel), "--", "true"]
+    proc = _start(argv, stdout=subprocess.DEVNULL)
+    try:
+        _, err = proc.communicate(timeout=KVM_PROBE_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        _stop(proc)
+        return "tcg", f"a KVM guest did not finish booting within {KVM_PROBE_TIMEOUT:g} s"
+    if proc.returncode == 0:
+        return "kvm", "KVM works"
+    lines = [l for l in err.splitlines() if "error" in l.lower()] or err.splitlines() or ["?"]
+    return "tcg", f"qemu fails with KVM ({lines[0].strip()})"
+
+
+def _start(argv: list[str], **kw) -> subprocess.Popen:
+    env = dict(_env(), **{MARKER: f"{RUN_PREFIX}vm-{uuid.uuid4().hex[:8]}"})
+    return subprocess.Popen(argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=die_with_parent, **kw)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Stop vng and qemu with it: they share a process group of their own."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        except ProcessLookupError:
+            pass
+    try:  # qemu may outlive vng for a moment
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def run_pages(pages: list[Page], progress: Callable[[str], None]) -> list[Outcome]:
+    """Boot once and run every page inside; return their outcomes in order."""
+    kernel = preflight()
+    mode, why = accel(kernel, progress)
+    if mode == "tcg":
+        progress(f"booting {kernel.name} under software emulation (TCG), slower than KVM: {why}")
+    else:
+        progress(f"booting {kernel.name} with KVM")
+    with tempfile.TemporaryDirectory(prefix="deepdive-vm-") as out:
+        argv = [*vng(), "-r", str(kernel), "--rwdir", out, "--cpus", "2", "--memory", "1G",
+                *(["--disable-kvm"] if mode == "tcg" else []), "--",
+                sys.executable, "-m", "deepdive.vmguest", out, *[p.name for p in pages]]
+        started = time.monotonic()
+        proc = _start(argv, stdout=subprocess.DEVNULL)
+        try:
+            errors = _follow(proc, mode, len(pages), progress)
+        except BaseException:
+            _stop(proc)
+            raise
+        _stop(proc)
+        return [_outcome(Path(out), p.name, errors, time.monotonic() - started) for p in pages]
+
+
+def _follow(proc: subprocess.Popen, mode: str, n_pages: int, progress: Callable[[str], None]) -> list[str]:
+    """Relay the guest's progress; enforce the boot and per-page time limits."""
+    assert proc.stderr is not None
+    lines: list[str] = []
+    state = {"up": False, "deadline": time.monotonic() + BOOT_TIMEOUT[mode], "timed_out": ""}
+
+    def reader() -> None:
+        for line in proc.stderr:  # type: ignore[union-attr]
+            line = line.rstrip()
+            lines.append(line)
+            if line == GUEST_READY:
+                state["up"] = True
+                state["deadline"] = time.monotonic() + PAGE_TIMEOUT[mode] * n_pages
+                progress("the VM is up")
+            elif line.startswith("progress: "):
+                progress(line[len("progress: "):])
+
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    while proc.poll() is None:
+        if time.monotonic() > state["deadline"]:
+            _stop(proc)
+            if not state["up"]:
+                raise DeepDiveError(f"the VM did not come up within {BOOT_TIMEOUT[mode]:g} s "
+                                    f"({mode}); last output: {lines[-1] if lines else 'none'}")
+            raise DeepDiveError(f"the pages did not finish within {PAGE_TIMEOUT[mode] * n_pages:g} s in the VM")
+        time.sleep(0.1)
+    thread.join(timeout=5)
+    if not state["up"]:
+        tail = "; ".join(lines[-3:]) or f"vng exited with status {proc.returncode}"
+        raise DeepDiveError(f"the VM did not come up: {tail}")
+    return [l[len("error: "):] for l in lines if l.startswith("error: ")]
+
+
+def _outcome(out: Path, name: str, errors: list[str], seconds: float) -> Outcome:
+    result = out / f"{name}.json"
+    if not result.exists():
+        failed = out / f"{name}.error"
+        message = failed.read_text().strip() if failed.exists() else (
+            errors[-1] if errors else f"page {name} left no result in the VM")
+        raise DeepDiveError(message)
+    data = json.loads(result.read_text())
+    return Outcome(page=name, capture=data["capture"], seconds=data["seconds"], lab="vm",
+                   boot_seconds=seconds)
