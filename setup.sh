@@ -3,12 +3,20 @@
 #
 #   ./setup.sh         Python environment in .venv: enough to build and serve the site
 #                      from the committed captures. No root needed.
-#   ./setup.sh --lab   also the system packages the labs, diagrams and tests use
+#   ./setup.sh --lab   also the system packages the labs, diagrams and tests use,
+#                      the vm lab's qemu and distro kernel included
 #                      (apt-get; through sudo unless run as root).
 set -euo pipefail
 cd "$(dirname "$0")"
 
-LAB_PACKAGES=(iproute2 iputils-ping tcpdump util-linux mount graphviz python3 python3-venv)
+LAB_PACKAGES=(iproute2 iputils-ping tcpdump util-linux mount graphviz python3 python3-venv
+              qemu-system-x86 busybox-static)
+# The vm lab boots the distro's own kernel (for link kinds the running kernel may lack).
+. /etc/os-release
+case "${ID:-debian}" in
+  ubuntu) LAB_PACKAGES+=(linux-image-generic) ;;
+  *) LAB_PACKAGES+=(linux-image-amd64) ;;
+esac
 
 if [[ "${1:-}" == "--lab" ]]; then
   sudo=()
