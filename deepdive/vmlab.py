@@ -33,7 +33,7 @@ from deepdive.lab import MARKER, RUN_PREFIX, Outcome
 from deepdive.model import DeepDiveError, Page
 
 KVM_PROBE_TIMEOUT = 20.0   # a KVM boot takes a second or two; a hung one never ends
-BOOT_TIMEOUT = {"kvm": 60.0, "tcg": 180.0}
+BOOT_TIMEOUT = {"kvm": 60.0, "tcg": 180.0}  # $DEEPDIVE_VM_BOOT_TIMEOUT overrides both
 PAGE_TIMEOUT = {"kvm": 60.0, "tcg": 180.0}
 GUEST_READY = "guest: up"
 
@@ -158,7 +158,8 @@ def _follow(proc: subprocess.Popen, mode: str, n_pages: int, progress: Callable[
     """Relay the guest's progress; enforce the boot and per-page time limits."""
     assert proc.stderr is not None
     lines: list[str] = []
-    state = {"up": False, "deadline": time.monotonic() + BOOT_TIMEOUT[mode], "timed_out": ""}
+    boot_timeout = float(os.environ.get("DEEPDIVE_VM_BOOT_TIMEOUT") or BOOT_TIMEOUT[mode])
+    state = {"up": False, "deadline": time.monotonic() + boot_timeout}
 
     def reader() -> None:
         for line in proc.stderr:  # type: ignore[union-attr]
@@ -177,8 +178,8 @@ def _follow(proc: subprocess.Popen, mode: str, n_pages: int, progress: Callable[
         if time.monotonic() > state["deadline"]:
             _stop(proc)
             if not state["up"]:
-                raise DeepDiveError(f"the VM did not come up within {BOOT_TIMEOUT[mode]:g} s "
-                                    f"({mode}); last output: {lines[-1] if lines else 'none'}")
+                raise DeepDiveError(f"the VM did not come up within {boot_timeout:g} s ({mode}); "
+                                    f"last output: {lines[-1] if lines else 'none'}")
             raise DeepDiveError(f"the pages did not finish within {PAGE_TIMEOUT[mode] * n_pages:g} s in the VM")
         time.sleep(0.1)
     thread.join(timeout=5)

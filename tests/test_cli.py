@@ -91,3 +91,23 @@ def test_clean_kills_marked_processes_only():
         for p in (marked, unmarked):
             p.kill()
             p.wait()
+
+
+def test_vm_lab_with_a_kernel_that_is_not_there():
+    res = _invoke("lab.run", "--page", PAGES[0], "--lab", "vm",
+                  env=dict(os.environ, DEEPDIVE_VM_KERNEL="/nonexistent/vmlinuz"))
+    assert res.returncode == 1
+    assert res.stderr.strip().splitlines()[-1] == "error: DEEPDIVE_VM_KERNEL=/nonexistent/vmlinuz is not a file"
+
+
+def test_vm_lab_without_qemu(tmp_path):
+    res = _invoke("lab.run", "--page", PAGES[0], "--lab", "vm", env=dict(os.environ, PATH=str(tmp_path)))
+    assert res.returncode == 1
+    assert res.stderr.strip().splitlines()[-1] == (
+        "error: the vm lab needs qemu (Debian/Ubuntu: apt-get install qemu-system-x86)")
+
+
+def test_an_unknown_lab_is_named():
+    res = _invoke("lab.run", "--page", PAGES[0], "--lab", "cloud")
+    assert res.returncode == 1
+    assert res.stderr.strip() == "error: no lab 'cloud'; labs: auto, host, vm"
