@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -23,19 +22,6 @@ def vm_available() -> None:
         pytest.skip(f"vm lab unavailable: {exc}")
 
 
-def qemu_processes() -> list[str]:
-    """Command lines of running qemu processes started for a vm lab."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if "qemu-system" in cmdline and "deepdive.vmguest" in cmdline:
-            found.append(cmdline)
-    return found
-
-
 @pytest.mark.usefixtures("vm_available")
 def test_a_vm_that_does_not_come_up_in_time_is_stopped():
     """A bounded wait: one line naming the limit, and no qemu left running."""
@@ -46,6 +32,6 @@ def test_a_vm_that_does_not_come_up_in_time_is_stopped():
     assert res.returncode == 1
     assert res.stderr.strip().splitlines()[-1].startswith(
         "error: the VM did not come up within 2 s (tcg)")
-    assert qemu_processes() == []
+    # vng, virtme-run and qemu all carry the lab's marker: none may survive.
     assert lab.leftovers() == []
     assert caller_state() == before
