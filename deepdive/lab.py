@@ -58,7 +58,13 @@ class ChecksFailed(DeepDiveError):
 
 
 class MissingFeature(DeepDiveError):
-    """The running kernel lacks something a page needs; the vm lab may have it."""
+    """The running kernel lacks link kinds a page needs; the vm lab may have them."""
+
+    def __init__(self, page: str, kinds: list[str]):
+        self.page, self.kinds, self.kernel = page, kinds, platform.release()
+        super().__init__(
+            f"page {page} needs {' and '.join(kinds)} links, which this kernel ({self.kernel}) "
+            f"cannot create; run it in the vm lab: invoke lab.run --page {page} --lab vm")
 
 
 def pages(page: str | None, all_pages: bool) -> list[Page]:
@@ -78,10 +84,7 @@ def preflight(page: Page) -> list[str]:
     options = unshare_options()
     lacking = features.missing_kinds(page.needs.kinds, options)
     if lacking:
-        raise MissingFeature(
-            f"page {page.name} needs {' and '.join(lacking)} links, which this kernel "
-            f"({platform.release()}) cannot create; run it in the vm lab: "
-            f"invoke lab.run --page {page.name} --lab vm")
+        raise MissingFeature(page.name, lacking)
     return options
 
 

@@ -28,6 +28,12 @@ def main(argv: list[str]) -> int:
     for name in names:
         try:
             outcome = lab.run_host(registry.load(name), progress=lambda l: say(f"progress: {l}"))
+        except lab.MissingFeature as exc:
+            (out / f"{name}.error").write_text(
+                f"page {name} needs {' and '.join(exc.kinds)} links, which neither this machine's "
+                f"kernel nor the vm lab's ({exc.kernel}) can create\n")
+            status = 1
+            continue
         except DeepDiveError as exc:
             (out / f"{name}.error").write_text(f"{exc}\n")
             status = 1
