@@ -1,11 +1,17 @@
-"""Median wall time of `invoke lab.run --page X` per page and of a full site build.
+"""Median wall times of the labs and of a full site build.
 
-    .venv/bin/python benchmarks/run.py [--repeat 5]
+    .venv/bin/python benchmarks/run.py [--repeat 5] [--vm-repeat 1] [--no-vm]
 
 Each measurement is a fresh `python -m invoke ...` process, so interpreter start and
 imports are included, as a user would see them. These machines are noisy: medians and
-the ratio to the target are reported, not single runs. lab.run needs root or user
-namespaces; it rewrites nothing when the page is unchanged.
+the ratio to the target are reported, not single runs.
+
+- host lab: `lab.run --page X` for every page this kernel can run;
+- site: `site.build` into a temporary directory;
+- vm lab: a bare boot (`vng -- true`, KVM or TCG as the lab would choose), every vm
+  page in one boot (`lab.run --all --lab vm` restricted to them), and one boot per page.
+
+lab.run rewrites nothing when a page is unchanged; the script says if it did.
 """
 from __future__ import annotations
 
@@ -21,46 +27,70 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from deepdive import registry  # noqa: E402
+from deepdive import cli, registry, vmlab  # noqa: E402
 from deepdive.capture import CAPTURES  # noqa: E402
 
-TARGETS = {"lab.run": 2.0, "site.build": 10.0}
+INVOKE = [sys.executable, "-m", "invoke"]
+TARGETS = {"host page": 2.0, "site.build": 10.0, "vm pages, one boot": 90.0}
 
 
 def timed(argv: list[str]) -> float:
     started = time.perf_counter()
-    res = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
+    res = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True,
+                         env=vmlab._env() if argv[0].endswith("vng") else None)
     elapsed = time.perf_counter() - started
     if res.returncode != 0:
         sys.exit(f"error: {' '.join(argv)} failed: {res.stderr.strip().splitlines()[-1:]}")
     return elapsed
 
 
-def median_of(argv: list[str], repeat: int) -> tuple[float, float, float]:
+def report(label: str, argv: list[str], repeat: int, target: float | None = None) -> float:
     times = [timed(argv) for _ in range(repeat)]
-    return statistics.median(times), min(times), max(times)
+    med = statistics.median(times)
+    ratio = f"{med / target:6.2f}" if target else ""
+    goal = f"{target:7.1f}s" if target else ""
+    print(f"{label:34} {med:7.2f}s {min(times):6.2f}-{max(times):6.2f} s {goal:>8} {ratio:>6}", flush=True)
+    return med
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=5, help="runs per host-lab measurement")
+    parser.add_argument("--vm-repeat", type=int, default=1, help="runs per vm-lab measurement")
+    parser.add_argument("--no-vm", action="store_true", help="skip the vm lab")
     args = parser.parse_args()
-    invoke = [sys.executable, "-m", "invoke"]
-    print(f"Linux {platform.release()}, Python {platform.python_version()}, "
-          f"{args.repeat} runs each (median, min-max)")
-    print(f"{'what':28} {'median':>8} {'range':>15} {'target':>8} {'ratio':>6}")
-    rows = [(f"lab.run --page {name}", "lab.run", [*invoke, "lab.run", "--page", name])
-            for name in registry.names()]
+    pages = registry.load_all()
+    host, vm = cli.choose(pages, "auto")
+    print(f"Linux {platform.release()}, Python {platform.python_version()}; "
+          f"median of {args.repeat} (host) / {args.vm_repeat} (vm) runs, with min-max")
+    print(f"{'what':34} {'median':>8} {'range':>16} {'target':>8} {'ratio':>6}")
     before = {p: p.read_bytes() for p in CAPTURES.glob("*.json")}
+    for p in host:
+        report(f"host lab: {p.name}", [*INVOKE, "lab.run", "--page", p.name], args.repeat, TARGETS["host page"])
     with tempfile.TemporaryDirectory() as out:
-        rows.append(("site.build", "site.build", [*invoke, "site.build", "--dir", out]))
-        for label, kind, argv in rows:
-            med, lo, hi = median_of(argv, args.repeat)
-            target = TARGETS[kind]
-            print(f"{label:28} {med:7.2f}s {lo:6.2f}-{hi:5.2f} s {target:7.1f}s {med / target:6.2f}")
-    # Repeated runs of an unchanged page must not rewrite its capture.
+        report("site.build", [*INVOKE, "site.build", "--dir", out], args.repeat, TARGETS["site.build"])
+    if vm and not args.no_vm:
+        kernel = vmlab.preflight()
+        mode, why = vmlab.accel(kernel, print)
+        print(f"vm lab: {kernel.name}, {mode} ({why})")
+        boot = report(f"vm boot ({mode}), vng -- true",
+                      [*vmlab.vng(), "-r", str(kernel), *(["--disable-kvm"] if mode == "tcg" else []),
+                       "--", "true"], args.vm_repeat)
+        one = report(f"vm pages ({len(vm)}), one boot", [sys.executable, "-c", _run_together(vm)],
+                     args.vm_repeat, TARGETS["vm pages, one boot"])
+        each = sum(report(f"vm page {p.name}, its own boot", [*INVOKE, "lab.run", "--page", p.name, "--lab", "vm"],
+                          args.vm_repeat) for p in vm)
+        print(f"one boot per page: {each:.1f} s in all, {each / one:.2f}x one boot for all; "
+              f"a bare boot is {boot:.1f} s")
     rewritten = [p.name for p, data in before.items() if p.read_bytes() != data]
     print("captures rewritten by the repeated runs: " + (", ".join(rewritten) or "none"))
+
+
+def _run_together(vm_pages) -> str:
+    """A one-liner that runs exactly these pages in one vm boot and publishes them."""
+    names = [p.name for p in vm_pages]
+    return (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from deepdive import lab, registry, vmlab; "
+            f"[lab.publish(o) for o in vmlab.run_pages([registry.load(n) for n in {names!r}], lambda l: None)]")
 
 
 if __name__ == "__main__":
