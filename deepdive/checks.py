@@ -20,6 +20,7 @@ class CheckContext:
         self._probe = probe
         self._snapshot = snapshot
         self.probes: list[Result] = []
+        self._cached: dict[str, Any] | None = None
 
     def result(self, contains: str, step: str | None = None) -> Result:
         """The latest recorded command whose text contains `contains` (in `step`, if given)."""
@@ -35,11 +36,15 @@ class CheckContext:
     def run(self, command: str) -> Result:
         res = self._probe(command)
         self.probes.append(res)
+        self._cached = None  # a probe may change the state
         return res
 
     @property
     def snapshot(self) -> dict[str, Any]:
-        return self._snapshot()
+        """The kernel's state now; read once per check (a read costs tens of ms)."""
+        if self._cached is None:
+            self._cached = self._snapshot()
+        return self._cached
 
     def link(self, node: str, name: str) -> dict[str, Any]:
         return find_link(self.snapshot, node, name)

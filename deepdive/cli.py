@@ -11,6 +11,7 @@ from typing import Iterator
 from rich.console import Console
 from rich.table import Table
 
+from deepdive import capture as captures
 from deepdive import lab, registry
 from deepdive.capture import ROOT
 from deepdive.model import DeepDiveError, Page
@@ -119,6 +120,10 @@ def check(page: str | None, lab_name: str = "auto") -> None:
     for outcome in outcomes(pages, lab_name):
         name = outcome.page
         problems = lab.compare(outcome)
+        then, now = captures.load(name)["meta"], outcome.capture["meta"]
+        if problems and (then["kernel"], then["lab"]) != (now["kernel"], now["lab"]):
+            problems.insert(0, f"page {name}: note that the committed capture comes from Linux "
+                               f"{then['kernel']} ({then['lab']} lab), this run from {now['kernel']} ({now['lab']} lab)")
         problems += [f"page {name}: check failed: {c['claim']}" for c in outcome.failed_checks]
         if problems:
             drifted.append(name)

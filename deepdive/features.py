@@ -13,6 +13,8 @@ import subprocess
 from pathlib import Path
 from typing import Callable
 
+# Part of the cache's file name: a change to how kinds are probed starts a new cache.
+PROBE_VERSION = 2
 # Extra arguments a kind needs before the kernel will create it.
 PROBE_ARGS = {"veth": ["peer", "name", "ddprobe1"], "vxlan": ["id", "1", "dstport", "4789"]}
 
@@ -56,14 +58,15 @@ def cached(name: str, compute: Callable[[], dict]) -> dict:
 
 def missing_kinds(kinds: tuple[str, ...], unshare: list[str]) -> list[str]:
     """The kinds among `kinds` this kernel cannot create (cached per release)."""
-    known = cached(f"kinds-{platform.release()}.json", dict)
+    name = f"kinds-v{PROBE_VERSION}-{platform.release()}.json"
+    known = cached(name, dict)
     todo = [k for k in kinds if k not in known]
     if todo:
         for kind in todo:
             known[kind] = _can_create(kind, unshare)
         directory = cache_dir()
         if directory:
-            (directory / f"kinds-{platform.release()}.json").write_text(json.dumps(known, indent=1) + "\n")
+            (directory / name).write_text(json.dumps(known, indent=1) + "\n")
     return [k for k in kinds if not known[k]]
 
 

@@ -15,7 +15,7 @@ page = Page(
 )
 
 # ns3 listens on its port; a capture shows which frames the bridge sent its way.
-CAPTURE = "ip netns exec ns3 tcpdump -i eth0 -n -e -t -l arp or icmp"
+CAPTURE = "ip netns exec ns3 tcpdump -i eth0 -n -e -t -l --immediate-mode arp or icmp"
 
 page.step(
     "bridge", "Create the bridge in the host namespace",

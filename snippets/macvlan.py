@@ -1,0 +1,193 @@
+"""macvlan: several MAC addresses, each an interface of its own, on one parent device.
+
+Run with `invoke lab.run --page macvlan`; the page is docs/interfaces/macvlan.md.
+"""
+import re
+
+from deepdive.model import Needs, Page, cmd
+
+page = Page(
+    name="macvlan",
+    title="macvlan: many MAC addresses on one interface",
+    # node: the machine whose eth0 is the parent; ns1, ns2: two containers on it;
+    # lan: the rest of the network, at the other end of node's cable.
+    nodes=("node", "ns1", "ns2", "lan"),
+    needs=Needs(kinds=("veth", "macvlan"), tools=("ping", "tcpdump")),
+    ipv6=False,
+)
+
+# What arrives at the other end of node's cable.
+CAPTURE = "ip netns exec lan tcpdump -i eth0 -n -e -t -l --immediate-mode arp or icmp"
+
+page.step(
+    "wire", "Give node an eth0 whose cable leads to the rest of the LAN",
+    "ip -n node link add eth0 address 02:00:00:00:00:01 type veth"
+    " peer name eth0 netns lan address 02:00:00:00:00:02",
+    "ip -n node addr add 10.0.0.10/24 dev eth0",
+    "ip -n lan addr add 10.0.0.100/24 dev eth0",
+    "ip -n node link set eth0 up",
+    "ip -n lan link set eth0 up",
+)
+page.step(
+    "children", "Create two macvlan interfaces on eth0, one in each container namespace",
+    "ip -n node link add macvlan1 link eth0 netns ns1 address 02:00:00:00:01:01 type macvlan mode bridge",
+    "ip -n node link add macvlan2 link eth0 netns ns2 address 02:00:00:00:02:01 type macvlan mode bridge",
+    "ip -n ns1 addr add 10.0.0.1/24 dev macvlan1",
+    "ip -n ns2 addr add 10.0.0.2/24 dev macvlan2",
+    "ip -n ns1 link set macvlan1 up",
+    "ip -n ns2 link set macvlan2 up",
+    snapshot=True,
+)
+page.step(
+    "show", "Look at a child and at its parent",
+    "ip -n ns1 link show macvlan1",
+    "ip -n ns1 -details link show macvlan1",
+    "ip -n node link show eth0",
+)
+page.step(
+    "between", "ns1 pings ns2 while the LAN listens",
+    cmd(CAPTURE, background=True, ready="listening on"),
+    "ip netns exec ns1 ping -c 1 -W 1 10.0.0.2",
+)
+page.step(
+    "outside", "Each container, and node itself, pings the LAN",
+    cmd(CAPTURE, background=True, ready="listening on"),
+    "ip netns exec ns1 ping -c 1 -W 1 10.0.0.100",
+    "ip netns exec ns2 ping -c 1 -W 1 10.0.0.100",
+    "ip netns exec node ping -c 1 -W 1 10.0.0.100",
+)
+# An unanswered ARP request is retried every second. Failing pings wait 0.3 s, so the
+# capture below ends long before the first retry, and no later step captures on the LAN.
+page.step(
+    "parent", "node pings its own child",
+    cmd(CAPTURE, background=True, ready="listening on"),
+    cmd("ip netns exec node ping -c 1 -W 0.3 10.0.0.1", rc=1),
+)
+page.step(
+    "child", "The child pings node",
+    cmd("ip netns exec ns1 ping -c 1 -W 0.3 10.0.0.10", rc=1),
+)
+page.step(
+    "fix", "Give node a macvlan interface of its own and move its address there",
+    "ip -n node link add macvlan0 link eth0 address 02:00:00:00:00:03 type macvlan mode bridge",
+    "ip -n node addr del 10.0.0.10/24 dev eth0",
+    "ip -n node addr add 10.0.0.10/24 dev macvlan0",
+    "ip -n node link set macvlan0 up",
+    "ip netns exec node ping -c 1 -W 1 10.0.0.1",
+    "ip netns exec node ping -c 1 -W 1 10.0.0.100",
+    "ip -n node link show macvlan0",
+    snapshot=True,
+)
+page.step(
+    "default", "A macvlan interface created without a mode",
+    "ip -n node link add macvlan3 link eth0 address 02:00:00:00:00:04 type macvlan",
+    "ip -n node -details link show macvlan3",
+)
+
+
+def received(output: str) -> int:
+    m = re.search(r"(\d+) received", output)
+    return int(m.group(1)) if m else 0
+
+
+def frames(capture: str) -> list[str]:
+    """The captured frames, one line each (tcpdump's banner lines left out)."""
+    return [l for l in capture.splitlines() if re.match(r"[0-9a-f]{2}(:[0-9a-f]{2}){5} > ", l)]
+
+
+def links(lab) -> dict[tuple[str, str], dict]:
+    """Every link of one fresh snapshot, by (namespace, name)."""
+    return {(n["name"], l["name"]): l for n in lab.snapshot["nodes"] for l in n["links"]}
+
+
+@page.check("children", "macvlan1 in ns1 and macvlan2 in ns2 are macvlan devices whose parent is eth0 in node")
+def _(lab):
+    state = links(lab)
+    return all(state[ns, name]["kind"] == "macvlan"
+               and state[ns, name]["parent"] == {"node": "node", "name": "eth0"}
+               for ns, name in (("ns1", "macvlan1"), ("ns2", "macvlan2")))
+
+
+@page.check("children", "Each child has its own MAC address, different from its parent's")
+def _(lab):
+    state = links(lab)
+    macs = [state["node", "eth0"]["mac"], state["ns1", "macvlan1"]["mac"], state["ns2", "macvlan2"]["mac"]]
+    return macs == ["02:00:00:00:00:01", "02:00:00:00:01:01", "02:00:00:00:02:01"]
+
+
+@page.check("show", "`macvlan1@if2`: 2 is eth0's index in node, and `link-netns node` names the parent's namespace")
+def _(lab):
+    shown = lab.output("ip -n ns1 link show macvlan1", step="show")
+    index = links(lab)["node", "eth0"]["index"]
+    return f"macvlan1@if{index}:" in shown and "link-netns node" in shown
+
+
+@page.check("show", "`ip -details` reports the mode: `macvlan mode bridge`")
+def _(lab):
+    return "macvlan mode bridge" in lab.output("-details link show macvlan1")
+
+
+@page.check("between", "The two children reach each other")
+def _(lab):
+    return received(lab.output("ns1 ping -c 1 -W 1 10.0.0.2", step="between")) == 1
+
+
+@page.check("between", "Only ns1's ARP broadcast reached the LAN; the pings between the children never left node")
+def _(lab):
+    seen = frames(lab.output("tcpdump", step="between"))
+    return (len(seen) == 1 and seen[0].startswith("02:00:00:00:01:01 > ff:ff:ff:ff:ff:ff")
+            and "Request who-has 10.0.0.2 tell 10.0.0.1" in seen[0])
+
+
+@page.check("outside", "ns1, ns2 and node all reach the LAN through the one cable")
+def _(lab):
+    return all(received(lab.output(f"{n} ping -c 1 -W 1 10.0.0.100", step="outside")) == 1
+               for n in ("ns1", "ns2", "node"))
+
+
+@page.check("outside", "The LAN saw pings from three MACs, macvlan1's, macvlan2's and eth0's, and answered each at its own")
+def _(lab):
+    seen = frames(lab.output("tcpdump", step="outside"))
+    macs = ["02:00:00:00:01:01", "02:00:00:00:02:01", "02:00:00:00:00:01"]
+    requests = [l.split(",")[0] for l in seen if "ICMP echo request" in l]
+    replies = [l.split(",")[0] for l in seen if "ICMP echo reply" in l]
+    return (requests == [f"{m} > 02:00:00:00:00:02" for m in macs]
+            and replies == [f"02:00:00:00:00:02 > {m}" for m in macs])
+
+
+@page.check("parent", "node cannot reach its own child through eth0: exit status 1, no reply")
+def _(lab):
+    res = lab.result("node ping -c 1 -W 0.3 10.0.0.1", step="parent")
+    return res.rc == 1 and received(res.stdout) == 0
+
+
+@page.check("parent", "node's ARP request for 10.0.0.1 went out on the wire to the LAN, and nothing answered")
+def _(lab):
+    seen = frames(lab.output("tcpdump", step="parent"))
+    return (len(seen) == 1 and seen[0].startswith("02:00:00:00:00:01 > ff:ff:ff:ff:ff:ff")
+            and "Request who-has 10.0.0.1 tell 10.0.0.10" in seen[0])
+
+
+@page.check("child", "Nor can the child reach node's address on eth0: exit status 1, no reply")
+def _(lab):
+    res = lab.result("ns1 ping -c 1 -W 0.3 10.0.0.10", step="child")
+    return res.rc == 1 and received(res.stdout) == 0
+
+
+@page.check("fix", "Through macvlan0, node reaches its child ns1 and still reaches the LAN")
+def _(lab):
+    return (received(lab.output("node ping -c 1 -W 1 10.0.0.1", step="fix")) == 1
+            and received(lab.output("node ping -c 1 -W 1 10.0.0.100", step="fix")) == 1)
+
+
+@page.check("fix", "macvlan0 is a sibling of the containers' interfaces: same parent, eth0")
+def _(lab):
+    state = links(lab)
+    return (state["node", "macvlan0"]["parent"] == {"node": "node", "name": "eth0"}
+            and state["node", "macvlan0"]["addresses"] == ["10.0.0.10/24"]
+            and state["node", "eth0"]["addresses"] == [])
+
+
+@page.check("default", "Without `mode`, the kernel makes a macvlan interface in vepa mode, not bridge")
+def _(lab):
+    return "macvlan mode vepa " in lab.output("-details link show macvlan3", step="default")

@@ -1,0 +1,197 @@
+"""vxlan: an Ethernet segment carried in UDP between two servers.
+
+Run with `invoke lab.run --page vxlan`; the page is docs/interfaces/vxlan.md.
+"""
+import re
+
+from deepdive.model import Needs, Page, cmd
+
+page = Page(
+    name="vxlan",
+    title="vxlan: Ethernet over UDP",
+    nodes=("server1", "server2"),
+    needs=Needs(kinds=("veth", "vxlan"), tools=("ping", "bridge", "tcpdump")),
+    ipv6=False,
+)
+
+# server1 watches its underlay interface: only the tunnel's UDP datagrams.
+CAPTURE = "ip netns exec server1 tcpdump -i eth0 -n -e -t -l --immediate-mode udp port 4789"
+
+page.step(
+    "underlay", "Connect the two servers with an underlay network",
+    "ip link add eth0 netns server1 address 02:00:00:00:00:01 type veth"
+    " peer name eth0 netns server2 address 02:00:00:00:00:02",
+    "ip -n server1 addr add 192.168.0.1/24 dev eth0",
+    "ip -n server2 addr add 192.168.0.2/24 dev eth0",
+    "ip -n server1 link set eth0 up",
+    "ip -n server2 link set eth0 up",
+    "ip netns exec server1 ping -c 1 -W 1 192.168.0.2",
+)
+# `srcport 4789 4790` pins the outer UDP source port, otherwise a hash of the inner
+# flow that differs between runs, so that the captures are the same on every run.
+page.step(
+    "tunnel", "Create vx0 on each server, VNI 100, pointing at the other",
+    "ip -n server1 link add vx0 address 02:00:00:00:01:01 type vxlan"
+    " id 100 local 192.168.0.1 remote 192.168.0.2 dev eth0 dstport 4789 srcport 4789 4790",
+    "ip -n server2 link add vx0 address 02:00:00:00:01:02 type vxlan"
+    " id 100 local 192.168.0.2 remote 192.168.0.1 dev eth0 dstport 4789 srcport 4789 4790",
+    "ip -n server1 addr add 10.0.0.1/24 dev vx0",
+    "ip -n server2 addr add 10.0.0.2/24 dev vx0",
+    "ip -n server1 link set vx0 up",
+    "ip -n server2 link set vx0 up",
+    snapshot=True,
+)
+page.step(
+    "show", "Look at the tunnel device",
+    "ip -n server1 link show",
+    "ip -n server1 -details link show vx0",
+    "bridge -n server1 fdb show dev vx0",
+)
+page.step(
+    "ping", "Ping across the overlay while server1 captures on the underlay",
+    cmd(CAPTURE, background=True, ready="listening on"),
+    "ip netns exec server1 ping -c 2 -i 0.2 -W 1 10.0.0.2",
+)
+page.step(
+    "learned", "What vx0 learned",
+    "bridge -n server1 fdb show dev vx0",
+    "ip -n server1 neigh show dev vx0",
+)
+page.step(
+    "mtu", "The largest packet that fits, and one byte more",
+    cmd(CAPTURE, background=True, ready="listening on"),
+    "ip netns exec server1 ping -c 1 -W 1 -M do -s 1422 10.0.0.2",
+    cmd("ip netns exec server1 ping -c 1 -W 0.5 -M do -s 1423 10.0.0.2", rc=1),
+)
+page.step(
+    "defaults", "A vxlan device created with neither dstport nor dev",
+    "ip -n server1 link add vx1 address 02:00:00:00:01:03 type vxlan id 1",
+    "ip -n server1 -details link show vx1",
+    "bridge -n server1 fdb show dev vx1",
+)
+
+
+def received(output: str) -> int:
+    m = re.search(r"(\d+) received", output)
+    return int(m.group(1)) if m else 0
+
+
+def frames(capture: str) -> list[str]:
+    """The captured frames, one line each (tcpdump's banner lines left out)."""
+    return [l for l in capture.splitlines() if re.match(r"[0-9a-f]{2}(:[0-9a-f]{2}){5} > ", l)]
+
+
+def length(line: str) -> int:
+    m = re.search(r"length (\d+):", line)
+    return int(m.group(1)) if m else -1
+
+
+def links(lab) -> dict[tuple[str, str], dict]:
+    """Every link of one fresh snapshot, by (namespace, name)."""
+    return {(n["name"], l["name"]): l for n in lab.snapshot["nodes"] for l in n["links"]}
+
+
+@page.check("tunnel", "vx0 in each server is a vxlan device with VNI 100 and port 4789, stacked on that server's eth0")
+def _(lab):
+    state = links(lab)
+    return all(state[s, "vx0"]["kind"] == "vxlan"
+               and state[s, "vx0"]["details"] == {"vni": 100, "dstport": 4789}
+               and state[s, "vx0"]["parent"] == {"node": s, "name": "eth0"}
+               for s in ("server1", "server2"))
+
+
+@page.check("tunnel", "The kernel gave vx0 an MTU of 1450, 50 bytes less than the 1500 of eth0 beneath it")
+def _(lab):
+    state = links(lab)
+    return all(state[s, "vx0"]["mtu"] == 1450 and state[s, "eth0"]["mtu"] == 1500
+               for s in ("server1", "server2"))
+
+
+@page.check("show", "`ip -details` shows VNI 100, the remote and local endpoints, the underlay device and port 4789")
+def _(lab):
+    shown = lab.output("-details link show vx0", step="show")
+    return ("mtu 1450" in shown and
+            "vxlan id 100 remote 192.168.0.2 local 192.168.0.1 dev eth0 srcport 4789 4790 dstport 4789" in shown)
+
+
+@page.check("show", "Before any traffic, vx0's forwarding table holds one entry: all-zeros MAC to 192.168.0.2")
+def _(lab):
+    lines = lab.output("fdb show dev vx0", step="show").splitlines()
+    return lines == ["00:00:00:00:00:00 dst 192.168.0.2 via eth0 self permanent"]
+
+
+@page.check("ping", "Both pings across the overlay are answered")
+def _(lab):
+    return received(lab.output("ping -c 2")) == 2
+
+
+@page.check("ping", "On the underlay every overlay frame travels inside UDP to port 4789, marked VNI 100")
+def _(lab):
+    lines = frames(lab.output("tcpdump", step="ping"))
+    outer = lines[0::2]
+    return (len(lines) == 12 and all(
+        re.search(r"192\.168\.0\.[12]\.4789 > 192\.168\.0\.[12]\.4789: VXLAN, flags \[I\] \(0x08\), vni 100$", o)
+        for o in outer))
+
+
+@page.check("ping", "Inside the datagrams travel the ARP exchange and the ICMP packets between 10.0.0.1 and 10.0.0.2")
+def _(lab):
+    inner = frames(lab.output("tcpdump", step="ping"))[1::2]
+    return ("Request who-has 10.0.0.2 tell 10.0.0.1" in inner[0]
+            and "Reply 10.0.0.2 is-at 02:00:00:00:01:02" in inner[1]
+            and sum("ICMP echo request" in i for i in inner) == 2
+            and sum("ICMP echo reply" in i for i in inner) == 2)
+
+
+@page.check("ping", "The broadcast ARP request crossed the underlay in a unicast datagram to 192.168.0.2")
+def _(lab):
+    outer, inner = frames(lab.output("tcpdump", step="ping"))[:2]
+    return (outer.startswith("02:00:00:00:00:01 > 02:00:00:00:00:02,") and "> 192.168.0.2.4789:" in outer
+            and inner.startswith("02:00:00:00:01:01 > ff:ff:ff:ff:ff:ff,"))
+
+
+@page.check("ping", "Each outer frame is exactly 50 bytes longer than the frame it carries")
+def _(lab):
+    lines = frames(lab.output("tcpdump", step="ping"))
+    return all(length(o) - length(i) == 50 for o, i in zip(lines[0::2], lines[1::2]))
+
+
+@page.check("learned", "vx0 learned server2's overlay MAC behind 192.168.0.2, as an entry that is not `permanent`")
+def _(lab):
+    table = lab.output("fdb show dev vx0", step="learned")
+    return re.search(r"^02:00:00:00:01:02 dst 192\.168\.0\.2 self\s*$", table, re.M) is not None
+
+
+@page.check("learned", "ARP through the tunnel resolved 10.0.0.2 to the MAC of server2's vx0")
+def _(lab):
+    return "10.0.0.2 lladdr 02:00:00:00:01:02 " in lab.output("neigh show dev vx0", step="learned")
+
+
+@page.check("mtu", "A 1422-byte payload (a 1450-byte IP packet) crosses the tunnel with the don't-fragment bit set")
+def _(lab):
+    return received(lab.output("-s 1422")) == 1
+
+
+@page.check("mtu", "On the underlay its frames are 1514 bytes, a full 1500-byte IP packet plus Ethernet header, and nothing else was sent")
+def _(lab):
+    lines = frames(lab.output("tcpdump", step="mtu"))
+    return len(lines) == 4 and length(lines[0]) == 1514 and length(lines[1]) == 1464
+
+
+@page.check("mtu", "One byte more is refused before it leaves server1: exit status 1, \"message too long, mtu=1450\"")
+def _(lab):
+    res = lab.result("-s 1423")
+    return res.rc == 1 and "message too long, mtu=1450" in res.stdout + res.stderr
+
+
+@page.check("defaults", "Without dstport the kernel uses port 8472, and without dev it leaves the MTU at 1500")
+def _(lab):
+    res = lab.result("link add vx1")
+    shown = lab.output("-details link show vx1")
+    return ("destination port not specified" in res.stderr and "dstport 8472" in shown
+            and "mtu 1500" in shown and lab.link("server1", "vx1")["mtu"] == 1500)
+
+
+@page.check("defaults", "vx1, created without `remote`, has no forwarding entry at all")
+def _(lab):
+    return lab.result("fdb show dev vx1").rc == 0 and lab.output("fdb show dev vx1").strip() == ""
