@@ -46,6 +46,14 @@ def check(c: Context, page: str = "", lab: str = "auto") -> None:
     cli.check(page or None, lab)
 
 
+@task(help={"page": "page to draw (default: every page)"})
+@one_line_errors
+def draw(c: Context, page: str = "") -> None:
+    """Redraw diagrams from the committed captures (no lab needed)."""
+    from deepdive import cli
+    cli.draw(page or None)
+
+
 @task
 @one_line_errors
 def clean(c: Context) -> None:
@@ -87,7 +95,7 @@ def slides(c: Context) -> None:
         print(png.relative_to(ROOT))
 
 
-lab_ns = Collection("lab", run, check, clean, pages)
+lab_ns = Collection("lab", run, check, draw, clean, pages)
 site_ns = Collection("site", build, serve)
 slides_ns = Collection("slides")
 slides_ns.add_task(slides, name="list", default=True)

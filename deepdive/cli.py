@@ -156,3 +156,14 @@ def interrupted() -> str:
     if left:
         return f"interrupted: {len(left)} lab process(es) still running; `invoke lab.clean` removes them"
     return "interrupted: the lab was torn down, nothing is left behind"
+
+
+def draw(page: str | None) -> None:
+    """Redraw diagrams from the committed captures, without running any lab."""
+    from deepdive import diagram
+    from deepdive.capture import DIAGRAMS
+    for p in lab.pages(page, all_pages=page is None):
+        capture = captures.load(p.name)
+        for step_id, snap in captures.snapshots(capture):
+            for path in diagram.render(p.name, step_id, snap, DIAGRAMS):
+                console.print(f"drew {path.relative_to(ROOT)}", markup=False)

@@ -114,9 +114,10 @@ def _graph_attr(dpi: int) -> dict[str, str]:
     # depend on dpi, so the SVG and the PNG show the same picture.
     width_in, height_in = WIDTH_PX / PNG_DPI, HEIGHT_PX / PNG_DPI
     return {
-        # The drawing fills the frame less a margin, by spreading node positions: fonts
-        # keep their size. (graphviz's pad would count into size and shrink the fonts.)
-        "size": f"{width_in - 2 * MARGIN_IN},{height_in - 2 * MARGIN_IN}!",
+        # A large drawing is scaled down into the frame less a margin; a small one keeps
+        # its natural size (no "!"): a single interface blown up to fill a slide looks
+        # like a poster. (graphviz's pad would count into size and shrink the fonts.)
+        "size": f"{width_in - 2 * MARGIN_IN},{height_in - 2 * MARGIN_IN}",
         "ratio": "fill",
         "pad": "0",
         # The output canvas in points: exactly the frame, the drawing centred in it.

@@ -101,6 +101,13 @@ def _(lab):
     return ports and not lab.link("host", "br0")["promisc"] and "promiscuity 1" in lab.output("-details link show veth1")
 
 
+@page.check("show", "`bridge` prints veth1@br0 because br0 has the index (2) that veth1's peer has in ns1")
+def _(lab):
+    return (lab.link("host", "br0")["index"] == lab.link("ns1", "eth0")["index"]
+            and "veth1@br0:" in lab.output("bridge link show", step="show")
+            and lab.link("host", "veth1")["peer"] == {"node": "ns1", "name": "eth0"})
+
+
 @page.check("show", "Before any traffic, the bridge knows no namespace's MAC address")
 def _(lab):
     table = lab.output("fdb show br br0", step="show")
