@@ -267,7 +267,7 @@ def test_run_probes_now_and_records_each_probe():
         ctx.result("route show")
 
 
-def test_snapshot_is_read_fresh_and_link_finds_a_link():
+def test_snapshot_is_read_once_per_check_and_again_after_a_probe():
     reads = []
     snap = {"nodes": [{"name": "ns2", "links": [{"name": "veth1", "index": 2, "carrier": False}]}]}
 
@@ -278,6 +278,9 @@ def test_snapshot_is_read_fresh_and_link_finds_a_link():
     ctx = _context(snapshot=take)
     assert reads == []  # nothing is read until a check asks
     assert ctx.link("ns2", "veth1") == {"name": "veth1", "index": 2, "carrier": False}
+    assert ctx.snapshot is snap
+    assert len(reads) == 1  # a read costs tens of ms: one per check
+    ctx.run("true")  # a probe may change the kernel's state
     assert ctx.snapshot is snap
     assert len(reads) == 2
     with pytest.raises(KeyError):
