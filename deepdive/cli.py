@@ -152,7 +152,7 @@ def list_pages() -> None:
 
 def interrupted() -> str:
     """The line to print after Ctrl-C, saying truthfully what is left."""
-    left = lab.leftovers()
+    left = lab.running()
     if left:
         return f"interrupted: {len(left)} lab process(es) still running; `invoke lab.clean` removes them"
     return "interrupted: the lab was torn down, nothing is left behind"

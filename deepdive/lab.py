@@ -236,18 +236,20 @@ def compare(outcome: Outcome) -> list[str]:
 
 
 def clean() -> list[str]:
-    """Kill processes left by crashed runs (marked DEEPDIVE_LAB=ddlab-...)."""
+    """Kill processes left behind by crashed runs; a run in progress is left alone."""
     killed = []
-    for pid in _marked_pids():
+    for pid in _orphaned(_marked_pids()):
         try:
+            line = f"process {pid} ({_cmdline(pid)})"
             os.kill(pid, signal.SIGKILL)
-            killed.append(f"process {pid} ({_cmdline(pid)})")
+            killed.append(line)
         except ProcessLookupError:
             pass
     return killed
 
 
 def _marked_pids() -> list[int]:
+    """Every process that carries a run's marker (DEEPDIVE_LAB=ddlab-...)."""
     me = os.getpid()
     pids = []
     for entry in os.listdir("/proc"):
@@ -262,9 +264,38 @@ def _marked_pids() -> list[int]:
     return pids
 
 
-def leftovers() -> list[str]:
-    """What clean() would remove: for tests and for the end of a run."""
+def _orphaned(marked: list[int]) -> list[int]:
+    """Marked processes whose run has no launcher any more.
+
+    A run's marked processes hang below the `lab.run` that started them; once that is
+    gone, the topmost of them has been handed to init (pid 1)."""
+    mine = set(marked)
+    orphans = []
+    for pid in marked:
+        top = pid
+        while (parent := _ppid(top)) in mine:
+            top = parent
+        if _ppid(top) in (None, 0, 1):
+            orphans.append(pid)
+    return orphans
+
+
+def _ppid(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])  # the name in (...) may hold spaces
+
+
+def running() -> list[str]:
+    """Every process of any run, in progress or left behind: for tests and after Ctrl-C."""
     return [f"process {pid} ({_cmdline(pid)})" for pid in _marked_pids()]
+
+
+def leftovers() -> list[str]:
+    """What clean() would remove."""
+    return [f"process {pid} ({_cmdline(pid)})" for pid in _orphaned(_marked_pids())]
 
 
 def _cmdline(pid: int) -> str:

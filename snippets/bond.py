@@ -7,6 +7,7 @@ import threading
 import time
 
 from deepdive.model import Needs, Page, cmd
+from deepdive.parse import received
 from deepdive.snapshot import find_link
 
 page = Page(
@@ -94,11 +95,6 @@ page.step(
     cmd(CAPTURE.format(port="sw1"), background=True, ready="listening on"),
     *[f"ip netns exec server ping -c 2 -i 0.2 -W 1 {ip}" for ip in XOR_TARGETS],
 )
-
-
-def received(output: str) -> int:
-    m = re.search(r"(\d+) received", output)
-    return int(m.group(1)) if m else 0
 
 
 def bonding(text: str) -> dict[str, dict[str, str]]:

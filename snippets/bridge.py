@@ -5,6 +5,7 @@ Run with `invoke lab.run --page bridge`; the page is docs/interfaces/bridge.md.
 import re
 
 from deepdive.model import Needs, Page, cmd
+from deepdive.parse import received
 
 page = Page(
     name="bridge",
@@ -77,11 +78,6 @@ page.step(
     "bridge link show",
     cmd("ip link set br1 master br0", rc=2),
 )
-
-
-def received(output: str) -> int:
-    m = re.search(r"(\d+) received", output)
-    return int(m.group(1)) if m else 0
 
 
 def captured(lab, step: str) -> str:

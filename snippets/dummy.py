@@ -5,6 +5,7 @@ Run with `invoke lab.run --page dummy`; the page is docs/interfaces/dummy.md.
 import re
 
 from deepdive.model import Needs, Page, cmd
+from deepdive.parse import received
 
 page = Page(
     name="dummy",
@@ -68,11 +69,6 @@ page.step(
     cmd("ip netns exec pod ping -c 1 -W 1 10.96.0.11", rc=1),
     "ip -n node -statistics link show kube-ipvs0",
 )
-
-
-def received(output: str) -> int:
-    m = re.search(r"(\d+) received", output)
-    return int(m.group(1)) if m else 0
 
 
 def tx_packets(output: str) -> int:

@@ -2,9 +2,8 @@
 
 Run with `invoke lab.run --page ipvlan`; the page is docs/interfaces/ipvlan.md.
 """
-import re
-
 from deepdive.model import Needs, Page, cmd
+from deepdive.parse import received
 from deepdive.snapshot import find_link
 
 page = Page(
@@ -93,11 +92,6 @@ page.step(
     "ip -n peer neigh show 10.0.0.12",
     snapshot=True,
 )
-
-
-def received(output: str) -> int:
-    m = re.search(r"(\d+) received", output)
-    return int(m.group(1)) if m else 0
 
 
 @page.check("children", "Each pod's eth0 is an ipvlan link in l2 mode whose parent is eth0 in the host namespace")

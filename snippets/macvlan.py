@@ -5,6 +5,7 @@ Run with `invoke lab.run --page macvlan`; the page is docs/interfaces/macvlan.md
 import re
 
 from deepdive.model import Needs, Page, cmd
+from deepdive.parse import received
 
 page = Page(
     name="macvlan",
@@ -83,11 +84,6 @@ page.step(
     "ip -n node link add macvlan3 link eth0 address 02:00:00:00:00:04 type macvlan",
     "ip -n node -details link show macvlan3",
 )
-
-
-def received(output: str) -> int:
-    m = re.search(r"(\d+) received", output)
-    return int(m.group(1)) if m else 0
 
 
 def frames(capture: str) -> list[str]:

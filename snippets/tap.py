@@ -6,6 +6,7 @@ that plays the other end is snippets/programs/tuntap_reader.py.
 import re
 
 from deepdive.model import Needs, Page, cmd
+from deepdive.parse import received
 
 page = Page(
     name="tap",
@@ -64,11 +65,6 @@ page.step(
     "ip netns exec ns1 ping -c 2 -i 0.2 -W 1 10.0.2.2",
     "bridge fdb show br br0 dynamic",
 )
-
-
-def received(output: str) -> int:
-    m = re.search(r"(\d+) received", output)
-    return int(m.group(1)) if m else 0
 
 
 def reader(lab, step: str) -> str:

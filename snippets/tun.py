@@ -3,9 +3,8 @@
 Run with `invoke lab.run --page tun`; the page is docs/interfaces/tun.md. The program
 that plays the other end is snippets/programs/tuntap_reader.py.
 """
-import re
-
 from deepdive.model import Needs, Page, cmd
+from deepdive.parse import received
 
 page = Page(
     name="tun",
@@ -45,11 +44,6 @@ page.step(
     cmd(f"{READER} tun1", background=True, ready="reading tun1"),
     "ip -details link show tun1",
 )
-
-
-def received(output: str) -> int:
-    m = re.search(r"(\d+) received", output)
-    return int(m.group(1)) if m else 0
 
 
 def reader(lab, step: str) -> str:

@@ -2,9 +2,8 @@
 
 Run with `invoke lab.run --page veth`; the page is docs/interfaces/veth.md.
 """
-import re
-
 from deepdive.model import Needs, Page, cmd
+from deepdive.parse import received
 
 page = Page(
     name="veth",
@@ -51,11 +50,6 @@ page.step(
     "ip -n ns2 link show veth1",
     "ip netns exec ns1 ping -c 1 -W 2 10.0.0.2",
 )
-
-
-def received(output: str) -> int:
-    m = re.search(r"(\d+) received", output)
-    return int(m.group(1)) if m else 0
 
 
 @page.check("address", "The kernel reports veth1 in ns2 as the peer of veth0 in ns1")

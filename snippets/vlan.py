@@ -5,6 +5,7 @@ Run with `invoke lab.run --page vlan`; the page is docs/interfaces/vlan.md.
 import re
 
 from deepdive.model import Needs, Page, cmd
+from deepdive.parse import received
 from deepdive.snapshot import find_link
 
 page = Page(
@@ -70,11 +71,6 @@ page.step(
     "ip -n ns1 link add link eth0 name eth0.4094 type vlan id 4094",
     cmd("ip -n ns1 link add link eth0 name eth0.ten type vlan id 10", rc=2),
 )
-
-
-def received(output: str) -> int:
-    m = re.search(r"(\d+) received", output)
-    return int(m.group(1)) if m else 0
 
 
 def frames(capture: str) -> list[str]:

@@ -5,6 +5,7 @@ Run with `invoke lab.run --page vxlan`; the page is docs/interfaces/vxlan.md.
 import re
 
 from deepdive.model import Needs, Page, cmd
+from deepdive.parse import received
 
 page = Page(
     name="vxlan",
@@ -69,11 +70,6 @@ page.step(
     "ip -n server1 -details link show vx1",
     "bridge -n server1 fdb show dev vx1",
 )
-
-
-def received(output: str) -> int:
-    m = re.search(r"(\d+) received", output)
-    return int(m.group(1)) if m else 0
 
 
 def frames(capture: str) -> list[str]:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -75,22 +76,37 @@ def test_no_root_and_no_user_namespaces_is_one_line(tmp_path, monkeypatch):
     assert "Operation not permitted" in message
 
 
-def test_clean_kills_marked_processes_only():
-    marker = f"{lab.RUN_PREFIX}test-{uuid.uuid4().hex[:8]}"
-    marked = subprocess.Popen(["sleep", "60"], env=dict(os.environ, **{lab.MARKER: marker}))
+def _gone(pid: int) -> bool:
+    """Dead: absent, or a zombie nobody has reaped yet."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def test_clean_kills_what_crashed_runs_left_and_nothing_else():
+    env = dict(os.environ, **{lab.MARKER: f"{lab.RUN_PREFIX}test-{uuid.uuid4().hex[:8]}"})
+    # Left behind: a marked process whose launcher is gone (its parent exits at once).
+    orphan = int(subprocess.run(["sh", "-c", "sleep 60 >/dev/null 2>&1 & echo $!"], env=env,
+                                capture_output=True, text=True).stdout)
+    in_progress = subprocess.Popen(["sleep", "60"], env=env)  # its launcher (us) is alive
     unmarked = subprocess.Popen(["sleep", "60"])
     try:
         res = _invoke("lab.clean")
         assert res.returncode == 0
-        assert f"killed process {marked.pid} (sleep 60)" in res.stderr
-        assert marked.wait(timeout=5) == -signal.SIGKILL
-        time.sleep(0.1)
-        assert unmarked.poll() is None
+        assert f"killed process {orphan} (sleep 60)" in res.stderr
+        deadline = time.monotonic() + 5
+        while not _gone(orphan) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _gone(orphan)
+        assert in_progress.poll() is None and unmarked.poll() is None
         assert "nothing left behind" in _invoke("lab.clean").stderr
     finally:
-        for p in (marked, unmarked):
+        for p in (in_progress, unmarked):
             p.kill()
             p.wait()
+        if not _gone(orphan):
+            os.kill(orphan, signal.SIGKILL)
 
 
 def test_vm_lab_with_a_kernel_that_is_not_there():

@@ -139,7 +139,7 @@ def test_interrupting_a_run_tears_the_lab_down(sig):
     # Wait until the lab has built something, then interrupt the whole group, as a
     # terminal does with Ctrl-C.
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and not any("deepdive.inlab" in p for p in lab.leftovers()):
+    while time.monotonic() < deadline and not any("deepdive.inlab" in p for p in lab.running()):
         time.sleep(0.05)
     time.sleep(0.4)
     os.killpg(proc.pid, getattr(signal, sig))

@@ -33,5 +33,5 @@ def test_a_vm_that_does_not_come_up_in_time_is_stopped():
     assert res.stderr.strip().splitlines()[-1].startswith(
         "error: the VM did not come up within 2 s (tcg)")
     # vng, virtme-run and qemu all carry the lab's marker: none may survive.
-    assert lab.leftovers() == []
+    assert lab.running() == []
     assert caller_state() == before
