@@ -41,32 +41,37 @@ def cache_dir() -> Path | None:
     return path if os.access(path, os.W_OK) else None
 
 
+def _read(name: str) -> dict | None:
+    directory = cache_dir()
+    try:
+        return json.loads((directory / name).read_text()) if directory else None
+    except (OSError, ValueError):
+        return None
+
+
+def _write(name: str, value: dict) -> None:
+    directory = cache_dir()
+    if directory:
+        (directory / name).write_text(json.dumps(value, indent=1) + "\n")
+
+
 def cached(name: str, compute: Callable[[], dict]) -> dict:
     """A JSON value kept in the cache directory, computed once."""
-    directory = cache_dir()
-    path = directory / name if directory else None
-    if path and path.exists():
-        try:
-            return json.loads(path.read_text())
-        except ValueError:
-            pass
-    value = compute()
-    if path:
-        path.write_text(json.dumps(value, indent=1) + "\n")
+    value = _read(name)
+    if value is None:
+        value = compute()
+        _write(name, value)
     return value
 
 
 def missing_kinds(kinds: tuple[str, ...], unshare: list[str]) -> list[str]:
     """The kinds among `kinds` this kernel cannot create (cached per release)."""
     name = f"kinds-v{PROBE_VERSION}-{platform.release()}.json"
-    known = cached(name, dict)
+    known = _read(name) or {}
     todo = [k for k in kinds if k not in known]
     if todo:
-        for kind in todo:
-            known[kind] = _can_create(kind, unshare)
-        directory = cache_dir()
-        if directory:
-            (directory / name).write_text(json.dumps(known, indent=1) + "\n")
+        known.update({kind: _can_create(kind, unshare) for kind in todo})
+        _write(name, known)
     return [k for k in kinds if not known[k]]
 
 
