@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Any
+from typing import Any, TextIO
 
 from deepdive import execute, registry, snapshot
 from deepdive.checks import CheckContext
@@ -161,11 +161,24 @@ def _on_signal(signum: int, _frame) -> None:
     raise Interrupted(signal.Signals(signum).name)
 
 
-def main(argv: list[str]) -> int:
+last_error = ""  # the one line main() last reported, for a caller in the same process
+
+
+def _fail(message: str) -> None:
+    global last_error
+    last_error = message
+    sys.stderr.write(f"error: {message}\n")
+    sys.stderr.flush()
+
+
+def main(argv: list[str], out: TextIO = sys.stdout) -> int:
+    """Run one page in this process's namespaces; the capture goes to `out` as JSON."""
+    global MAIN_PID
+    MAIN_PID = os.getpid()  # also when a caller forked this process for the page
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     if len(argv) != 1:
-        sys.stderr.write("error: usage: python -m deepdive.inlab PAGE\n")
+        _fail("usage: python -m deepdive.inlab PAGE")
         return 2
     started = time.monotonic()
     try:
@@ -173,16 +186,16 @@ def main(argv: list[str]) -> int:
         private_netns_dir()
         capture = run_page(page)
     except Interrupted as exc:
-        sys.stderr.write(f"error: interrupted by {exc}; the lab was torn down\n")
+        _fail(f"interrupted by {exc}; the lab was torn down")
         return EXIT_INTERRUPTED
     except StepFailed as exc:
-        sys.stderr.write(f"error: {exc}\n")
+        _fail(str(exc))
         return EXIT_STEP_FAILED
     except DeepDiveError as exc:
-        sys.stderr.write(f"error: {exc}\n")
+        _fail(str(exc))
         return 1
     capture["elapsed"] = round(time.monotonic() - started, 3)
-    json.dump(capture, sys.stdout)
+    json.dump(capture, out)
     return EXIT_CHECK_FAILED if not all(c["passed"] for c in capture["checks"]) else 0
 
 
