@@ -2,8 +2,8 @@
 
 virtme-ng (`vng`) boots the kernel from /boot with a copy-on-write view of this machine's
 file system as its root, so the guest has this checkout, its Python environment and the
-same tools. Inside, `python -m deepdive.vmguest` runs each page through the host lab (a
-fresh network namespace per page, as on the host) and leaves each capture as a file in a
+same tools. Inside, `python -m deepdive.vmguest` runs each page's in-lab part in a fresh
+network and mount namespace, as on the host, and leaves each capture as a file in a
 directory shared read-write with the host. One boot runs any number of pages.
 
 KVM is used when it works. Where /dev/kvm exists but qemu aborts or the guest hangs (as
