@@ -38,13 +38,19 @@ class CommandTimeout(Exception):
         super().__init__(f"{' '.join(argv)} did not finish within {timeout:g} s")
 
 
+def _spawn(argv: tuple[str, ...]) -> subprocess.Popen:
+    """Start a lab command: its own process group (to kill it whole), dying with us,
+    with a fixed locale and width so that its output is the same on every machine."""
+    return subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env=dict(os.environ, LC_ALL="C", COLUMNS="200"),
+        start_new_session=True, preexec_fn=die_with_parent)
+
+
 def run(argv: tuple[str, ...], timeout: float) -> Result:
     """Run argv in its own process group; on timeout kill the group and raise."""
-    env = dict(os.environ, LC_ALL="C", COLUMNS="200")
     try:
-        proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, env=env, start_new_session=True, preexec_fn=die_with_parent)
+        proc = _spawn(argv)
     except FileNotFoundError:
         return Result(argv, 127, "", f"{argv[0]}: command not found\n")
     except PermissionError:
@@ -75,10 +81,7 @@ class Background:
         self.argv = argv
         self._out: list[str] = []
         self._err: list[str] = []
-        env = dict(os.environ, LC_ALL="C", COLUMNS="200")
-        self.proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, env=env, start_new_session=True, preexec_fn=die_with_parent)
+        self.proc = _spawn(argv)
         self._readers = [threading.Thread(target=self._drain, args=(s, b), daemon=True)
                          for s, b in ((self.proc.stdout, self._out), (self.proc.stderr, self._err))]
         for t in self._readers:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -122,11 +121,6 @@ def test_host_lab_refuses_a_page_this_kernel_cannot_run():
     with pytest.raises(lab.MissingFeature) as err:
         cli.choose([registry.load(name)], "host")
     assert f"invoke lab.run --page {name} --lab vm" in str(err.value)
-
-
-def _invoke(*args: str, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT,
-                          capture_output=True, text=True, **kw)
 
 
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
