@@ -1,14 +1,19 @@
-"""The one registry of pages: every `snippets/<name>.py` that defines `page`."""
+"""The one registry of pages: every `snippets/<name>.py` that defines `page`.
+
+$DEEPDIVE_SNIPPETS names another directory of snippets; a lab run inherits it with the
+environment, so a page written elsewhere (a test's throwaway page) runs in the real lab.
+"""
 from __future__ import annotations
 
 import importlib.util
+import os
 import traceback
 from pathlib import Path
 
 from deepdive.model import DeepDiveError, Page, SnippetError
 
 ROOT = Path(__file__).resolve().parent.parent
-SNIPPETS = ROOT / "snippets"
+SNIPPETS = Path(os.environ.get("DEEPDIVE_SNIPPETS") or ROOT / "snippets")
 
 
 def names(snippets: Path = SNIPPETS) -> list[str]:
