@@ -20,18 +20,23 @@ console = Console(stderr=True, highlight=False)
 LABS = ("auto", "host", "vm")
 
 
-def _sigterm_as_interrupt_handler(_signum: int, _frame) -> None:
+AS_INTERRUPT = (signal.SIGTERM, signal.SIGHUP)
+
+
+def _as_interrupt_handler(_signum: int, _frame) -> None:
     raise KeyboardInterrupt
 
 
 @contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM takes the same path as Ctrl-C: the lab is told to tear down first."""
-    previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt_handler)
+def _signals_as_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGHUP (a closed terminal) take the same path as Ctrl-C: the lab is
+    told to tear down first."""
+    previous = {s: signal.signal(s, _as_interrupt_handler) for s in AS_INTERRUPT}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def choose(pages: list[Page], lab_name: str) -> tuple[list[Page], list[Page]]:
@@ -56,7 +61,7 @@ def choose(pages: list[Page], lab_name: str) -> tuple[list[Page], list[Page]]:
 def outcomes(pages: list[Page], lab_name: str) -> Iterator[lab.Outcome]:
     """Run pages where they can run: host pages one by one, vm pages in one boot."""
     host, vm = choose(pages, lab_name)
-    with _sigterm_as_interrupt():
+    with _signals_as_interrupt():
         for p in host:
             with console.status(f"[bold]{p.name}[/]: starting the host lab") as status:
                 yield lab.run_host(p, progress=lambda line: status.update(f"[bold]{line}"))
@@ -151,8 +156,11 @@ def list_pages() -> None:
 
 
 def interrupted() -> str:
-    """The line to print after Ctrl-C, saying truthfully what is left."""
-    left = lab.running()
+    """The line to print after Ctrl-C, saying truthfully what is left of this process's
+    runs (the kernel ends a run's PID namespace within moments of its launcher's end)."""
+    deadline = time.monotonic() + 2
+    while (left := lab.running(only_mine=True)) and time.monotonic() < deadline:
+        time.sleep(0.05)
     if left:
         return f"interrupted: {len(left)} lab process(es) still running; `invoke lab.clean` removes them"
     return "interrupted: the lab was torn down, nothing is left behind"

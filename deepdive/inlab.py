@@ -1,11 +1,18 @@
 """The part of a lab run that happens inside the lab's own namespaces.
 
-`python -m deepdive.inlab PAGE` is started by a launcher (see deepdive.lab) in a fresh
-network namespace and a private mount namespace whose /run/netns is an empty tmpfs. So
-node names can be the short fixed ones the page shows (ns1, ns2), interface indexes start
-from 1 on every run, and nothing touches the caller's namespaces. It runs the page's
-steps and checks and prints the capture as JSON on stdout; progress and errors go to
-stderr, one line each. When this process tree ends, its namespaces end with it.
+`python -m deepdive.inlab PAGE` is started by a launcher (see deepdive.lab) as PID 1 of
+fresh PID, network and mount namespaces (plus a user namespace when run by a normal
+user). deepdive.machine first makes them look like a machine: own /proc and /sys, `lo`
+up, private /etc, /var/lib, /tmp and /run, an empty /run/netns, so node names can be the
+short fixed ones the page shows (ns1, ns2) and interface indexes start from 1 on every
+run. Then it runs the page's steps and checks.
+
+The capture goes out as JSON on the file descriptor that was standard output when the
+process started; standard output itself is pointed at standard error before any step
+runs, so nothing a command or a check prints can corrupt the capture. Progress and
+errors go to stderr, one line each. When this process ends, the kernel ends every other
+process of its PID namespace (daemons and tools that changed user included), and the
+namespaces go with them.
 """
 from __future__ import annotations
 
@@ -17,7 +24,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from deepdive import execute, registry, snapshot
+from deepdive import execute, machine, registry, snapshot
 from deepdive.checks import CheckContext
 from deepdive.execute import CommandTimeout, Result
 from deepdive.model import Cmd, DeepDiveError, Page, Step, cmd
@@ -27,25 +34,7 @@ EXIT_CHECK_FAILED = 4
 EXIT_INTERRUPTED = 130
 
 class Interrupted(BaseException):
-    """SIGINT/SIGTERM; a BaseException so that no `except Exception` swallows it."""
-
-
-def private_netns_dir() -> None:
-    """Give this mount namespace an empty /run/netns of its own."""
-    target = snapshot.NETNS_DIR
-    if not os.path.isdir(target):
-        # No /run/netns on this machine: cover /run instead, rather than create a
-        # directory in the caller's file system.
-        _mount_tmpfs("/run")
-        os.makedirs(target)
-    else:
-        _mount_tmpfs(target)
-
-
-def _mount_tmpfs(where: str) -> None:
-    res = execute.run(("mount", "-t", "tmpfs", "-o", "mode=755", "deepdive", where), 5)
-    if res.rc != 0:
-        raise DeepDiveError(f"cannot mount a private tmpfs on {where}: {res.stderr.strip()}")
+    """SIGINT, SIGTERM or SIGHUP; a BaseException so that no `except Exception` swallows it."""
 
 
 def run_page(page: Page) -> dict[str, Any]:
@@ -76,11 +65,7 @@ def run_page(page: Page) -> dict[str, Any]:
             })
             for check in (c for c in page.checks if c.after == step.id):
                 ctx = CheckContext(recorded, probe, lambda: snapshot.take(nodes()))
-                try:
-                    passed = bool(check.test(ctx))
-                    error = ""
-                except Exception as exc:  # a check that cannot decide has failed
-                    passed, error = False, f"{type(exc).__name__}: {exc}"
+                passed, error = _decide(check, ctx)
                 entry = {"claim": check.claim, "after": step.id, "passed": passed}
                 if not passed:
                     entry["where"] = check.where
@@ -90,6 +75,19 @@ def run_page(page: Page) -> dict[str, Any]:
     finally:
         teardown(nodes())
     return {"page": page.name, "title": page.title, "steps": steps_out, "checks": checks_out}
+
+
+def _decide(check, ctx: CheckContext) -> tuple[bool, str]:
+    """(passed, why not): a check that raises, or tries to end the process, has failed."""
+    try:
+        verdict = check.test(ctx)
+    except Exception as exc:  # a check that cannot decide has failed
+        return False, f"{type(exc).__name__}: {exc}"
+    except SystemExit as exc:
+        return False, f"the check called sys.exit({exc.code!r})"
+    if not isinstance(verdict, bool):
+        return False, f"the check returned {type(verdict).__name__} {verdict!r}, not True or False"
+    return verdict, ""
 
 
 def run_step(page: Page, step: Step) -> list[Result]:
@@ -175,15 +173,15 @@ def main(argv: list[str], out: TextIO = sys.stdout) -> int:
     """Run one page in this process's namespaces; the capture goes to `out` as JSON."""
     global MAIN_PID
     MAIN_PID = os.getpid()  # also when a caller forked this process for the page
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, _on_signal)
     if len(argv) != 1:
         _fail("usage: python -m deepdive.inlab PAGE")
         return 2
     started = time.monotonic()
     try:
         page = registry.load(argv[0])
-        private_netns_dir()
+        machine.prepare()
         capture = run_page(page)
     except Interrupted as exc:
         _fail(f"interrupted by {exc}; the lab was torn down")
@@ -199,5 +197,15 @@ def main(argv: list[str], out: TextIO = sys.stdout) -> int:
     return EXIT_CHECK_FAILED if not all(c["passed"] for c in capture["checks"]) else 0
 
 
+def _capture_stream() -> TextIO:
+    """The capture's own stream: a copy of standard output, which then becomes stderr."""
+    out = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return out
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    with _capture_stream() as capture_out:
+        status = main(sys.argv[1:], capture_out)
+    sys.exit(status)

@@ -1,9 +1,10 @@
 """Running pages: preflight, the host lab launcher, and what happens with the results.
 
-The host lab starts `python -m deepdive.inlab PAGE` under `unshare`: a new network and
-mount namespace as root, plus a user namespace when run by a normal user. Every process
-of the run carries DEEPDIVE_LAB=<run id> in its environment and dies with its parent, so
-a crashed run leaves nothing behind, and `lab.clean` can still find a stray one.
+The host lab starts `python -m deepdive.inlab PAGE` under `unshare` as PID 1 of new PID,
+network and mount namespaces (plus a user namespace when run by a normal user). unshare
+dies with its launcher and takes the run's PID 1 with it (`--kill-child`); when PID 1 of
+a PID namespace ends, the kernel kills every other process in it. So a run ends whole,
+however its launcher ends, and `lab.clean` (deepdive.runs) is only a backstop.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from deepdive import capture as captures
-from deepdive import features, registry
+from deepdive import features, registry, runs
 from deepdive.execute import die_with_parent
 from deepdive.masking import drift
 from deepdive.model import DeepDiveError, Page
@@ -123,34 +124,55 @@ def writable_output() -> None:
 
 
 def run_host(page: Page, progress: Callable[[str], None] = lambda _line: None) -> Outcome:
-    """Run one page in the host lab and return its capture (nothing is written here)."""
+    """Run one page in the host lab and return its capture (nothing is written here).
+
+    Raises DeepDiveError when a step fails or the page exceeds its time limit
+    (page_timeout() seconds), KeyboardInterrupt when the run was interrupted."""
     options = preflight(page)
-    run_id = f"{RUN_PREFIX}{page.name}-{uuid.uuid4().hex[:8]}"
-    env = dict(os.environ, **{MARKER: run_id}, PYTHONPATH=str(captures.ROOT))
-    argv = ["unshare", *options, "--fork", "--kill-child", "--",
+    limit = page_timeout()
+    env = dict(os.environ, **{MARKER: runs.new_id(page.name)}, PYTHONPATH=str(captures.ROOT))
+    argv = ["unshare", *options, "--pid", "--fork", "--kill-child", "--",
             sys.executable, "-m", "deepdive.inlab", page.name]
     started = time.monotonic()
+    # A session of its own, so that stop() reaches the run's PID 1 (unshare itself ignores
+    # SIGTERM and SIGINT while it waits) and a terminal's Ctrl-C reaches only the launcher.
     proc = subprocess.Popen(argv, cwd=captures.ROOT, env=env, stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=die_with_parent)
+                            start_new_session=True, preexec_fn=die_with_parent)
     errors: list[str] = []
     out: list[str] = []
+    last_step = ["none"]
     # stdout is drained in a thread so a large capture can never block the lab.
     reader = threading.Thread(target=lambda: out.append(proc.stdout.read()), daemon=True)  # type: ignore[union-attr]
     reader.start()
+    overdue = threading.Event()
+
+    def watchdog() -> None:
+        overdue.set()
+        stop(proc)
+
+    timer = threading.Timer(limit, watchdog)
+    timer.daemon = True
+    timer.start()
     try:
         assert proc.stderr is not None
         for line in proc.stderr:
             if line.startswith("progress: "):
-                progress(line[len("progress: "):].rstrip())
+                last_step[0] = line[len("progress: "):].rstrip()
+                progress(last_step[0])
             elif line.strip():
                 errors.append(line.rstrip())
-        proc.wait(timeout=PAGE_TIMEOUT)
+        proc.wait()
         reader.join()
     except BaseException:
         stop(proc)
         raise
+    finally:
+        timer.cancel()
     seconds = time.monotonic() - started
+    if overdue.is_set():
+        raise DeepDiveError(f"page {page.name} did not finish within {limit:g} s and was stopped "
+                            f"(it was at {last_step[0]})")
     if proc.returncode == 130:
         raise KeyboardInterrupt
     if proc.returncode not in (0, 4):
@@ -162,15 +184,36 @@ def run_host(page: Page, progress: Callable[[str], None] = lambda _line: None) -
     return Outcome(page=page.name, capture=with_meta(result, lab="host"), seconds=seconds, lab="host")
 
 
+def page_timeout() -> float:
+    """PAGE_TIMEOUT, or $DEEPDIVE_PAGE_TIMEOUT when set (a positive number of seconds)."""
+    text = os.environ.get("DEEPDIVE_PAGE_TIMEOUT", "")
+    if not text:
+        return PAGE_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise DeepDiveError(f"DEEPDIVE_PAGE_TIMEOUT={text!r} is not a positive number of seconds")
+    return value
+
+
 def stop(proc: subprocess.Popen) -> None:
-    """Ask the lab to tear down (SIGTERM), then insist."""
+    """Ask the run's PID 1 to tear down (SIGTERM), then insist: SIGKILL ends the namespace."""
     if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
+        _signal_group(proc, signal.SIGTERM)
         try:
-            proc.wait(timeout=10)
+            proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            _signal_group(proc, signal.SIGKILL)
             proc.wait()
+
+
+def _signal_group(proc: subprocess.Popen, signum: int) -> None:
+    try:
+        os.killpg(proc.pid, signum)
+    except ProcessLookupError:
+        pass
 
 
 def with_meta(result: dict[str, Any], lab: str) -> dict[str, Any]:
@@ -236,70 +279,16 @@ def compare(outcome: Outcome) -> list[str]:
 
 
 def clean() -> list[str]:
-    """Kill processes left behind by crashed runs; a run in progress is left alone."""
-    killed = []
-    for pid in _orphaned(_marked_pids()):
-        try:
-            line = f"process {pid} ({_cmdline(pid)})"
-            os.kill(pid, signal.SIGKILL)
-            killed.append(line)
-        except ProcessLookupError:
-            pass
-    return killed
+    """Kill processes and remove files left behind by runs whose launcher is gone."""
+    return runs.clean()
 
 
-def _marked_pids() -> list[int]:
-    """Every process that carries a run's marker (DEEPDIVE_LAB=ddlab-...)."""
-    me = os.getpid()
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == me:
-            continue
-        try:
-            env = Path(f"/proc/{entry}/environ").read_bytes()
-        except OSError:
-            continue
-        if f"{MARKER}={RUN_PREFIX}".encode() in env:
-            pids.append(int(entry))
-    return pids
-
-
-def _orphaned(marked: list[int]) -> list[int]:
-    """Marked processes whose run has no launcher any more.
-
-    A run's marked processes hang below the `lab.run` that started them; once that is
-    gone, the topmost of them has been handed to init (pid 1)."""
-    mine = set(marked)
-    orphans = []
-    for pid in marked:
-        top = pid
-        while (parent := _ppid(top)) in mine:
-            top = parent
-        if _ppid(top) in (None, 0, 1):
-            orphans.append(pid)
-    return orphans
-
-
-def _ppid(pid: int) -> int | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat.rsplit(")", 1)[1].split()[1])  # the name in (...) may hold spaces
-
-
-def running() -> list[str]:
-    """Every process of any run, in progress or left behind: for tests and after Ctrl-C."""
-    return [f"process {pid} ({_cmdline(pid)})" for pid in _marked_pids()]
+def running(only_mine: bool = False) -> list[str]:
+    """Every process of any run, in progress or left behind (only_mine: of runs this
+    process launched): for tests and for the line printed after Ctrl-C."""
+    return runs.processes(only_mine)
 
 
 def leftovers() -> list[str]:
-    """What clean() would remove."""
-    return [f"process {pid} ({_cmdline(pid)})" for pid in _orphaned(_marked_pids())]
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
-    except OSError:
-        return "?"
+    """What clean() would kill."""
+    return [runs.describe(pid) for pid in runs.leftovers()]

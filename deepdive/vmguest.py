@@ -2,9 +2,10 @@
 
     python -m deepdive.vmguest OUT PAGE [PAGE...]
 
-Each page runs as on the host, in a fresh network namespace and a private mount
-namespace, but entered differently: this process imports the lab's code (pyroute2
-above all) once, then forks a child per page that calls unshare(2) itself. Under
+Each page runs as on the host, as PID 1 of fresh PID, network and mount namespaces,
+but entered differently: this process imports the lab's code (pyroute2 above all)
+once, then forks a child per page that calls unshare(2) itself and forks the page's
+PID 1. Under
 software emulation, importing pyroute2 over the guest's shared file system takes
 seconds; paying that once per boot rather than once per page is what keeps a boot
 with several pages short. (The guest runs as root, so no user namespace is needed.)
@@ -15,8 +16,10 @@ leaves OUT/PAGE.json, or OUT/PAGE.error with the one line that explains the fail
 from __future__ import annotations
 
 import ctypes
+import io
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -29,8 +32,8 @@ from deepdive.vmlab import GUEST_READY
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWNET = 0x40000000
-MS_REC = 0x4000
-MS_PRIVATE = 1 << 18
+CLONE_NEWPID = 0x20000000
+PR_SET_PDEATHSIG = 1
 
 
 def say(line: str) -> None:
@@ -39,12 +42,30 @@ def say(line: str) -> None:
 
 
 def _enter_fresh_namespaces() -> None:
-    """What `unshare --net --mount` does: new namespaces, mounts no longer shared."""
+    """What `unshare --net --mount --pid` does; the next child forked is the new PID 1.
+    (deepdive.machine makes the mounts private and mounts the new /proc.)"""
     libc = ctypes.CDLL(None, use_errno=True)
-    if libc.unshare(CLONE_NEWNS | CLONE_NEWNET) != 0:
-        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNS | CLONE_NEWNET) failed")
-    if libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) != 0:
-        raise OSError(ctypes.get_errno(), "making / private failed")
+    if libc.unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID) != 0:
+        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID) failed")
+
+
+def _page_init(name: str, write_end: int) -> None:
+    """PID 1 of the page's namespaces: run the page, send the outcome up the pipe as
+    {"capture": ...} or {"error": "one line"}. Never returns."""
+    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    status = 1
+    try:
+        buffer = io.StringIO()
+        status = inlab.main([name], buffer)
+        envelope = ({"capture": json.loads(buffer.getvalue())} if buffer.getvalue()
+                    else {"error": inlab.last_error or f"page {name} failed (status {status})"})
+    except BaseException as exc:  # PID 1 must reach os._exit whatever happens
+        envelope = {"error": f"page {name}: {exc}"}
+    try:
+        with os.fdopen(write_end, "w") as stream:
+            json.dump(envelope, stream)
+    finally:
+        os._exit(status)
 
 
 def run_page(name: str, out: Path) -> None:
@@ -58,21 +79,28 @@ def run_page(name: str, out: Path) -> None:
         status = 1
         try:
             _enter_fresh_namespaces()
+            init = os.fork()
+            if init == 0:
+                _page_init(name, write_end)
+            os.close(write_end)
+            status = os.waitstatus_to_exitcode(os.waitpid(init, 0)[1])
+        except BaseException as exc:
             with os.fdopen(write_end, "w") as stream:
-                status = inlab.main([name], stream)
-            if inlab.last_error:
-                (out / f"{name}.error").write_text(inlab.last_error + "\n")
-        except BaseException as exc:  # the child must reach os._exit whatever happens
-            (out / f"{name}.error").write_text(f"page {name}: {exc}\n")
+                json.dump({"error": f"page {name}: {exc}"}, stream)
         finally:
-            os._exit(status)
+            os._exit(max(status, 0))
     os.close(write_end)
     with os.fdopen(read_end) as stream:
         data = stream.read()
-    _, status = os.waitpid(pid, 0)
-    if os.waitstatus_to_exitcode(status) not in (0, inlab.EXIT_CHECK_FAILED):
-        return  # the child left NAME.error
-    result = json.loads(data)
+    os.waitpid(pid, 0)
+    try:
+        envelope = json.loads(data)
+    except ValueError:
+        envelope = {"error": f"page {name} ended without a result"}
+    if "capture" not in envelope:
+        (out / f"{name}.error").write_text(envelope["error"] + "\n")
+        return
+    result = envelope["capture"]
     result.pop("elapsed", None)
     capture = lab.with_meta(result, lab="vm")
     (out / f"{name}.json").write_text(json.dumps({"capture": capture,

@@ -6,6 +6,11 @@ same tools. Inside, `python -m deepdive.vmguest` runs each page's in-lab part in
 network and mount namespace, as on the host, and leaves each capture as a file in a
 directory shared read-write with the host. One boot runs any number of pages.
 
+vng runs as PID 1 of a PID namespace of its own (`unshare --pid --fork --kill-child`),
+which dies with its launcher, so qemu and every helper of vng end with the run however
+the run ends. The shared directory carries the run's id in its name: `lab.clean`
+removes one whose run is gone, and so does the next vm lab run.
+
 KVM is used when it works. Where /dev/kvm exists but qemu aborts or the guest hangs (as
 in some nested setups), a short probe boot finds out, the verdict is cached per host
 kernel, and the VM runs under software emulation (TCG) instead.
@@ -22,14 +27,13 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Callable
 
-from deepdive import features
+from deepdive import features, runs
 from deepdive.capture import ROOT
 from deepdive.execute import die_with_parent
-from deepdive.lab import MARKER, RUN_PREFIX, Outcome
+from deepdive.lab import Outcome
 from deepdive.model import DeepDiveError, Page
 
 KVM_PROBE_TIMEOUT = 20.0   # a KVM boot takes a second or two; a hung one never ends
@@ -95,40 +99,41 @@ def accel(kernel: Path, say: Callable[[str], None]) -> tuple[str, str]:
 
 def _probe_kvm(kernel: Path) -> tuple[str, str]:
     argv = [*vng(), "-r", str(kernel), "--", "true"]
-    proc = _start(argv, stdout=subprocess.DEVNULL)
-    try:
-        _, err = proc.communicate(timeout=KVM_PROBE_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        _stop(proc)
-        return "tcg", f"a KVM guest did not finish booting within {KVM_PROBE_TIMEOUT:g} s"
+    run_id = runs.new_id("vm")
+    with tempfile.TemporaryDirectory(prefix=f"{runs.VM_DIR_PREFIX}{run_id}.") as tmp:
+        proc = _start(argv, run_id, tmp=tmp, stdout=subprocess.DEVNULL)
+        try:
+            _, err = proc.communicate(timeout=KVM_PROBE_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            _stop(proc)
+            return "tcg", f"a KVM guest did not finish booting within {KVM_PROBE_TIMEOUT:g} s"
+        finally:
+            _stop(proc)
     if proc.returncode == 0:
         return "kvm", "KVM works"
     lines = [l for l in err.splitlines() if "error" in l.lower()] or err.splitlines() or ["?"]
     return "tcg", f"qemu fails with KVM ({lines[0].strip()})"
 
 
-def _start(argv: list[str], **kw) -> subprocess.Popen:
-    env = dict(_env(), **{MARKER: f"{RUN_PREFIX}vm-{uuid.uuid4().hex[:8]}"})
-    return subprocess.Popen(argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+def _start(argv: list[str], run_id: str = "", tmp: str = "", **kw) -> subprocess.Popen:
+    """Start vng as PID 1 of a PID namespace that ends with this process; with `tmp`,
+    the temporary files vng makes (virtme_ret*, which it leaves behind) go there."""
+    env = dict(_env(), **{runs.MARKER: run_id or runs.new_id("vm")}, **({"TMPDIR": tmp} if tmp else {}))
+    return subprocess.Popen(["unshare", "--pid", "--fork", "--kill-child", "--mount-proc", "--", *argv],
+                            cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, start_new_session=True,
                             preexec_fn=die_with_parent, **kw)
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    """Stop vng and qemu with it: they share a process group of their own."""
+    """Stop the VM: SIGKILL to unshare ends vng (`--kill-child`), and with it, its
+    PID namespace: qemu and every helper."""
     if proc.poll() is None:
         try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
         except ProcessLookupError:
             pass
-    try:  # qemu may outlive vng for a moment
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+        proc.wait()
 
 
 def run_pages(pages: list[Page], progress: Callable[[str], None]) -> list[Outcome]:
@@ -139,12 +144,14 @@ def run_pages(pages: list[Page], progress: Callable[[str], None]) -> list[Outcom
         progress(f"booting {kernel.name} under software emulation (TCG), slower than KVM: {why}")
     else:
         progress(f"booting {kernel.name} with KVM")
-    with tempfile.TemporaryDirectory(prefix="deepdive-vm-") as out:
+    runs.clean_vm_dirs()
+    run_id = runs.new_id("vm")
+    with tempfile.TemporaryDirectory(prefix=f"{runs.VM_DIR_PREFIX}{run_id}.") as out:
         argv = [*vng(), "-r", str(kernel), "--rwdir", out, "--cpus", "2", "--memory", "1G",
                 *(["--disable-kvm"] if mode == "tcg" else []), "--",
                 sys.executable, "-m", "deepdive.vmguest", out, *[p.name for p in pages]]
         started = time.monotonic()
-        proc = _start(argv, stdout=subprocess.DEVNULL)
+        proc = _start(argv, run_id, tmp=out, stdout=subprocess.DEVNULL)
         try:
             errors = _follow(proc, mode, len(pages), progress)
         except BaseException:

@@ -44,7 +44,8 @@ def caller_state() -> dict[str, object]:
         "netns": sorted(os.listdir(netns_dir)) if netns_dir.is_dir() else None,
         "links": out("ip", "-o", "link", "show"),
         "addresses": out("ip", "-o", "addr", "show"),
-        "lab processes": lab.running(),
+        # Runs this process launched; other runs may be in progress on the machine.
+        "lab processes": lab.running(only_mine=True),
         "mounts on /run": [l for l in Path("/proc/self/mounts").read_text().splitlines()
                            if " /run" in l],
     }

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from deepdive import lab, registry
+from deepdive import lab, registry, runs
 from deepdive.model import DeepDiveError
 
 PAGES = registry.names()
@@ -85,11 +85,14 @@ def _gone(pid: int) -> bool:
 
 
 def test_clean_kills_what_crashed_runs_left_and_nothing_else():
-    env = dict(os.environ, **{lab.MARKER: f"{lab.RUN_PREFIX}test-{uuid.uuid4().hex[:8]}"})
-    # Left behind: a marked process whose launcher is gone (its parent exits at once).
-    orphan = int(subprocess.run(["sh", "-c", "sleep 60 >/dev/null 2>&1 & echo $!"], env=env,
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    # Left behind: a marked process whose launcher (named in the run id) is gone.
+    stale = dict(os.environ, **{lab.MARKER: f"{lab.RUN_PREFIX}test-{uuid.uuid4().hex[:8]}-{gone.pid}-1"})
+    orphan = int(subprocess.run(["sh", "-c", "sleep 60 >/dev/null 2>&1 & echo $!"], env=stale,
                                 capture_output=True, text=True).stdout)
-    in_progress = subprocess.Popen(["sleep", "60"], env=env)  # its launcher (us) is alive
+    # In progress: its launcher (this process) is alive.
+    in_progress = subprocess.Popen(["sleep", "60"], env=dict(os.environ, **{lab.MARKER: runs.new_id("test")}))
     unmarked = subprocess.Popen(["sleep", "60"])
     try:
         res = _invoke("lab.clean")
