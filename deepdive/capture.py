@@ -10,23 +10,47 @@
                 "snapshot": null | {"nodes": [...]}}],          # see deepdive.snapshot
      "checks": [{"claim": "...", "after": "down", "passed": true}]}
 
+A snapshot is {"nodes": [{"name": str, "links": [LINK]}]} (see deepdive.snapshot); of a
+LINK only "name" is required, and the fields the diagrams read must have their types.
+A failed check also has "where" and may have "error". Other keys are allowed and kept.
+load() checks this shape, and that the file is the page it is named after, so no code
+that reads a capture meets anything else.
+
 Files are written only when their masked form changed, so a re-run that differs in
 volatile fields alone (ping times, dates) leaves the committed file byte-identical.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from deepdive.masking import masked
-from deepdive.model import DeepDiveError
+from deepdive.model import NAME_RE, DeepDiveError
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 CAPTURES = DOCS / "captures"
 DIAGRAMS = DOCS / "diagrams"
+
+# The shape of a capture. A spec is a type, a tuple of alternatives, [spec] for a list
+# of such, or {key: spec} for an object; a key ending in "?" may be absent.
+_NONE = type(None)
+_ENDPOINT = {"node": str, "name": str}
+_LINK = {"name": str, "kind?": (str, _NONE), "mac?": (str, _NONE), "mtu?": (int, _NONE),
+         "up?": (bool, _NONE), "carrier?": (bool, _NONE), "master?": (str, _NONE),
+         "peer?": (_ENDPOINT, _NONE), "parent?": (_ENDPOINT, _NONE),
+         "details?": (dict, _NONE), "addresses?": ([str], _NONE)}
+_SNAPSHOT = {"nodes": [{"name": str, "links": [_LINK]}]}
+_COMMAND = {"cmd": str, "argv": [str], "rc": int, "stdout": str, "stderr": str}
+_STEP = {"id": str, "title": str, "commands": [_COMMAND], "snapshot": (_SNAPSHOT, _NONE)}
+_CHECK = {"claim": str, "after": str, "passed": bool, "where?": str, "error?": str}
+SHAPE = {"generated": str, "page": str, "title": str,
+         "meta": {"kernel": str, "iproute2": str, "pyroute2": str, "lab": str, "date": str},
+         "steps": [_STEP], "checks": [_CHECK]}
 
 
 def path_for(page: str, captures: Path = CAPTURES) -> Path:
@@ -38,36 +62,123 @@ def dumps(capture: dict[str, Any]) -> str:
 
 
 def load(page: str, captures: Path = CAPTURES) -> dict[str, Any]:
+    """The capture of `page`, shape checked; DeepDiveError naming the file otherwise."""
     path = path_for(page, captures)
+    rewrite = f"`invoke lab.run --page {page}` rewrites it"
     try:
-        return json.loads(path.read_text())
+        capture = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise DeepDiveError(
-            f"page {page}: no capture at {_rel(path)}; `invoke lab.run --page {page}` makes it") from None
+            f"page {page}: no capture at {rel_path(path)}; `invoke lab.run --page {page}` makes it") from None
     except ValueError as exc:  # not JSON, or not even UTF-8
-        raise DeepDiveError(f"page {page}: {_rel(path)} is not valid JSON ({exc}); "
-                            f"`invoke lab.run --page {page}` rewrites it") from None
+        raise DeepDiveError(f"page {page}: {rel_path(path)} is not valid JSON ({exc}); {rewrite}") from None
+    except OSError as exc:  # a directory, unreadable
+        raise DeepDiveError(f"page {page}: cannot read {rel_path(path)}: {exc.strerror or exc}") from None
+    problem = shape_problem(capture)
+    if not problem and capture["page"] != page:
+        problem = f"it is the capture of page {capture['page']!r}"
+    if problem:
+        raise DeepDiveError(f"page {page}: {rel_path(path)} is not a capture: {problem}; {rewrite}")
+    return capture
+
+
+def shape_problem(capture: Any) -> str:
+    """What is wrong with the shape of `capture` (see the module docstring), or ""."""
+    problem = _mismatch(capture, SHAPE, "")
+    if problem:
+        return problem
+    if not NAME_RE.fullmatch(capture["page"]):
+        return f"page {capture['page']!r} is not a page name"
+    for i, s in enumerate(capture["steps"]):
+        if not NAME_RE.fullmatch(s["id"]):  # ids become file names and HTML ids
+            return f"steps[{i}].id {s['id']!r} is not a step id"
+    return ""
+
+
+def _mismatch(value: Any, spec: Any, where: str) -> str:
+    """How `value`, found at `where` ("" for the whole file), differs from `spec`."""
+    alternatives = spec if isinstance(spec, tuple) else (spec,)
+    spec = next((alt for alt in alternatives if _same_kind(value, alt)), None)
+    if spec is None:
+        expected = " or ".join(map(_expected, alternatives))
+        return f"{where or 'the file'} is {_kind(value)}, not {expected}"
+    if isinstance(spec, list):
+        return next(filter(None, (_mismatch(v, spec[0], f"{where}[{i}]") for i, v in enumerate(value))), "")
+    if isinstance(spec, dict):
+        for key, sub in spec.items():
+            name = key.rstrip("?")
+            if name not in value and not key.endswith("?"):
+                return f"{where or 'it'} has no {name!r}"
+            problem = name in value and _mismatch(value[name], sub, f"{where}.{name}".lstrip("."))
+            if problem:
+                return problem
+    return ""
+
+
+def _same_kind(value: Any, spec: Any) -> bool:
+    if isinstance(spec, (list, dict)):
+        return isinstance(value, type(spec))
+    # bool is an int to Python, never to a capture
+    return isinstance(value, spec) and (spec is bool or not isinstance(value, bool))
+
+
+def _expected(spec: Any) -> str:
+    return _kind(type(spec) if isinstance(spec, (list, dict)) else spec)
+
+
+def _kind(value: Any) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", int: "an integer",
+             float: "a number", bool: "a boolean", _NONE: "null"}
+    t = value if isinstance(value, type) else type(value)
+    return names.get(t, t.__name__)
+
+
+def unchanged(capture: dict[str, Any], path: Path) -> bool:
+    """Whether the file at `path` holds `capture` up to volatile fields; an unreadable
+    or malformed file holds nothing."""
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return not shape_problem(old) and masked(old) == masked(capture)
 
 
 def write_if_changed(capture: dict[str, Any], captures: Path = CAPTURES) -> bool:
     """Write the capture unless the file on disk has the same masked content."""
     path = path_for(capture["page"], captures)
-    if path.exists():
-        try:
-            if masked(json.loads(path.read_text())) == masked(capture):
-                return False
-        except ValueError:  # unreadable: replace it
-            pass
+    if unchanged(capture, path):
+        return False
     atomic_write(path, dumps(capture).encode())
     return True
 
 
+class CannotWrite(DeepDiveError):
+    """A file could not be written; `reason` is the system's word for why."""
+
+    def __init__(self, path: Path, reason: str):
+        self.path, self.reason = path, reason
+        super().__init__(f"cannot write {rel_path(path)}: {reason}")
+
+
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write through a temporary file so a crash never leaves half a file behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    """Replace `path` with `data` in one rename, through a temporary file of a name of
+    its own in the same directory: concurrent writers never share one, and it is
+    removed on any failure. OSError becomes CannotWrite."""
+    tmp: str | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a published file is readable by all
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as exc:
+        raise CannotWrite(path, exc.strerror or str(exc)) from None
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
 
 
 def snapshots(capture: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -83,7 +194,8 @@ def step(capture: dict[str, Any], step_id: str) -> dict[str, Any]:
     raise DeepDiveError(f"page {capture['page']}: no step {step_id!r} in its capture (steps: {known})")
 
 
-def _rel(path: Path) -> str:
+def rel_path(path: Path) -> str:
+    """`path` relative to the project, as messages show it."""
     try:
         return str(path.relative_to(ROOT))
     except ValueError:
