@@ -34,6 +34,13 @@ def host_lab() -> None:
         pytest.skip(f"host lab unavailable: {reason}")
 
 
+def of_launcher(pid: int) -> list[str]:
+    """Processes of runs launched by process `pid` (a run id names its launcher)."""
+    from deepdive import runs
+    return [runs.describe(p) for p, run_id in runs.marked().items()
+            if run_id.rsplit("-", 2)[1] == str(pid)]
+
+
 def caller_state() -> dict[str, object]:
     """What a lab must leave exactly as it found it in the caller's namespaces."""
     def out(*argv: str) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, caller_state
+from conftest import ROOT, caller_state, of_launcher
 from deepdive import lab, registry, runs
 
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("host_lab")]
@@ -74,12 +74,6 @@ def pages(monkeypatch) -> Path:
     monkeypatch.setenv("DEEPDIVE_SNIPPETS", str(directory))
     yield directory
     shutil.rmtree(directory)
-
-
-def of_launcher(pid: int) -> list[str]:
-    """Processes of runs launched by process `pid` (the run id names its launcher)."""
-    return [runs.describe(p) for p, run_id in runs.marked().items()
-            if run_id.rsplit("-", 2)[1] == str(pid)]
 
 
 def nothing_written(name: str) -> bool:
