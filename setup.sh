@@ -10,7 +10,9 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 LAB_PACKAGES=(iproute2 iputils-ping tcpdump util-linux mount graphviz python3 python3-venv
-              qemu-system-x86 busybox-static)
+              qemu-system-x86 busybox-static
+              # what the kernel-feature probes run (deepdive/features.py)
+              nftables iptables ipset conntrack ipvsadm)
 # The vm lab boots the distro's own kernel (for link kinds the running kernel may lack).
 . /etc/os-release
 case "${ID:-debian}" in

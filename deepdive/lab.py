@@ -34,9 +34,12 @@ from deepdive.model import DeepDiveError, Page
 MARKER = "DEEPDIVE_LAB"
 RUN_PREFIX = "ddlab-"
 ALWAYS_NEEDED = ("ip", "unshare", "mount")
-PACKAGES = {"ip": "iproute2", "bridge": "iproute2", "unshare": "util-linux", "mount": "mount",
-            "ping": "iputils-ping", "tcpdump": "tcpdump", "ipvsadm": "ipvsadm",
-            "tshark": "tshark", "nc": "netcat-openbsd", "socat": "socat"}
+PACKAGES = {"ip": "iproute2", "bridge": "iproute2", "tc": "iproute2", "unshare": "util-linux",
+            "mount": "mount", "cat": "coreutils", "ping": "iputils-ping", "tcpdump": "tcpdump",
+            "tshark": "tshark", "nc": "netcat-openbsd", "socat": "socat", "ipvsadm": "ipvsadm",
+            "nft": "nftables", "iptables": "iptables", "ipset": "ipset",
+            "conntrack": "conntrack", "bpftool": "bpftool", "clang": "clang",
+            "catatonit": "catatonit", "python3": "python3"}
 PAGE_TIMEOUT = 120.0
 
 
@@ -59,13 +62,39 @@ class ChecksFailed(DeepDiveError):
 
 
 class MissingFeature(DeepDiveError):
-    """The running kernel lacks link kinds a page needs; the vm lab may have them."""
+    """What a page needs that the running kernel lacks, or refuses to this user; the vm
+    lab may have it.
 
-    def __init__(self, page: str, kinds: list[str]):
-        self.page, self.kinds, self.kernel = page, kinds, platform.release()
-        super().__init__(
-            f"page {page} needs {' and '.join(kinds)} links, which this kernel ({self.kernel}) "
-            f"cannot create; run it in the vm lab: invoke lab.run --page {page} --lab vm")
+    kinds: link kinds it cannot create; lacking: {feature: features.ABSENT or
+    features.DENIED}. `needed` names all of them in a reader's words, `kernel` is the
+    release that was probed. The message is one line that ends with the remedy."""
+
+    def __init__(self, page: str, kinds: list[str], lacking: dict[str, str] | None = None):
+        lacking = lacking or {}
+        self.page, self.kinds, self.lacking = page, kinds, lacking
+        self.kernel = platform.release()
+        absent = ([f"{self._and(kinds)} links"] if kinds else []) + [
+            features.FEATURES[f].words for f, why in lacking.items() if why == features.ABSENT]
+        denied = [f for f, why in lacking.items() if why == features.DENIED]
+        self.needed = self._and([*absent, *(features.FEATURES[f].words for f in denied)])
+        this = f"this kernel ({self.kernel})"
+        clauses = [f"{self._and(absent)}, which {this} lacks"] if absent else []
+        remedy = f"in the vm lab: invoke lab.run --page {page} --lab vm"
+        if denied:
+            # Refused although probed with root's privileges: refused to root as well.
+            rootless = os.geteuid() != 0
+            unprivileged = rootless or all(features.FEATURES[f].unprivileged for f in denied)
+            clauses.append(f"{self._and([features.FEATURES[f].words for f in denied])}, which "
+                           f"{'it' if absent else this} refuses"
+                           + (" to unprivileged users" if unprivileged else ""))
+            if rootless and not absent and not any(features.FEATURES[f].unprivileged for f in denied):
+                remedy = f"as root, or {remedy}"
+        super().__init__(f"page {page} needs {', and '.join(clauses)}; run it {remedy}")
+
+    @staticmethod
+    def _and(words: list[str]) -> str:
+        """'a', 'a and b', 'a, b and c'."""
+        return " and ".join(filter(None, [", ".join(words[:-1]), *words[-1:]]))
 
 
 def pages(page: str | None, all_pages: bool) -> list[Page]:
@@ -76,16 +105,25 @@ def pages(page: str | None, all_pages: bool) -> list[Page]:
 
 
 def preflight(page: Page) -> list[str]:
-    """Fail in one line before anything is created; returns the unshare options."""
-    missing = [t for t in (*ALWAYS_NEEDED, *page.needs.tools) if shutil.which(t) is None]
+    """Fail in one line before anything is created; returns the unshare options.
+
+    Tools come first, the page's and those its feature probes run, so that a missing
+    ipvsadm is named as a missing tool and not as a kernel without IPVS. Then link kinds
+    and features are probed in scratch namespaces (features.missing_kinds,
+    features.missing_features). Raises DeepDiveError for a tool, MissingFeature for
+    what the kernel lacks or refuses to this user."""
+    needed = dict.fromkeys((*ALWAYS_NEEDED, *page.needs.tools,
+                            *features.tools_for(page.needs.features)))
+    missing = [t for t in needed if shutil.which(t) is None]
     if missing:
         pkgs = sorted({PACKAGES.get(t, t) for t in missing})
         raise DeepDiveError(f"page {page.name} needs {', '.join(missing)}, not found on PATH "
                             f"(Debian/Ubuntu: apt-get install {' '.join(pkgs)})")
     options = unshare_options()
-    lacking = features.missing_kinds(page.needs.kinds, options)
-    if lacking:
-        raise MissingFeature(page.name, lacking)
+    kinds = features.missing_kinds(page.needs.kinds, options)
+    lacking = features.missing_features(page.needs.features, options)
+    if kinds or lacking:
+        raise MissingFeature(page.name, kinds, lacking)
     return options
 
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from deepdive.features import FEATURES
+
 if TYPE_CHECKING:
     from deepdive.checks import CheckContext
 
@@ -116,12 +118,35 @@ class Step:
     where: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Needs:
-    """What the machine must offer: link kinds the kernel creates, tools on PATH."""
+    """What the machine must offer a page, checked before anything is created.
+
+    kinds: link kinds the kernel must create (`ip link add ... type KIND`): ("veth",).
+    features: kernel features beyond link kinds, named from deepdive.features.FEATURES
+      (ip_vs, br_netfilter, nf_tables, nat, conntrack, ipset, netem, bpf,
+      bpf_unprivileged); each is probed by using it in a scratch namespace.
+    tools: programs the steps run, looked up on PATH.
+    Where this kernel lacks a kind or feature, `--lab auto` runs the page in the vm lab
+    and `--lab host` refuses in one line. An unknown feature, or a plain string where a
+    tuple belongs, is a SnippetError at the snippet's line.
+    """
 
     kinds: tuple[str, ...] = ()
+    features: tuple[str, ...] = ()
     tools: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        where = _caller_location()
+        for name in ("kinds", "features", "tools"):
+            value = getattr(self, name)
+            if not isinstance(value, tuple) or not all(isinstance(v, str) for v in value):
+                raise SnippetError(f"{where}: Needs({name}=...) takes a tuple of names, "
+                                   f"got {value!r}")
+        bad = [f for f in self.features if f not in FEATURES]
+        if bad:
+            raise SnippetError(f"{where}: unknown feature {', '.join(map(repr, bad))}; "
+                               f"features: {', '.join(FEATURES)}")
 
 
 @dataclass

@@ -116,8 +116,8 @@ def main(argv: list[str]) -> int:
             run_page(name, out)
         except lab.MissingFeature as exc:
             (out / f"{name}.error").write_text(
-                f"page {name} needs {' and '.join(exc.kinds)} links, which neither this machine's "
-                f"kernel nor the vm lab's ({exc.kernel}) can create\n")
+                f"page {name} needs {exc.needed}, which neither this machine's kernel nor "
+                f"the vm lab's ({exc.kernel}) provides\n")
         except DeepDiveError as exc:
             (out / f"{name}.error").write_text(f"{exc}\n")
         if not (out / f"{name}.json").exists():

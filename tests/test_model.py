@@ -104,9 +104,39 @@ def test_page_without_nodes_has_no_nodes_step():
 
 
 def test_needs_and_regenerate_command():
-    page = Page(name="vlan", title="VLAN", needs=Needs(kinds=("vlan",), tools=("ping",)))
+    page = Page(name="vlan", title="VLAN",
+                needs=Needs(kinds=("vlan",), features=("nf_tables", "bpf"), tools=("ping",)))
     assert page.needs.kinds == ("vlan",) and page.needs.tools == ("ping",)
+    assert page.needs.features == ("nf_tables", "bpf")
     assert page.regenerate == "invoke lab.run --page vlan"
+
+
+def needs_snippet(declaration: str) -> list[str]:
+    return ["from deepdive.model import Needs, Page", "",
+            f'page = Page(name="bad", title="T", needs={declaration})  {MARK}']
+
+
+def test_an_unknown_feature_is_reported_at_its_line_with_the_known_ones(tmp_path):
+    from deepdive.features import FEATURES
+    lines = needs_snippet('Needs(kinds=("veth",), features=("nf_tables", "ipvs"))')
+    message, where = load_error(tmp_path, "bad", lines)
+    assert message == f"{where} unknown feature 'ipvs'; features: {', '.join(FEATURES)}"
+    assert "ip_vs" in FEATURES
+
+
+@pytest.mark.parametrize("declaration, field", [
+    ('Needs(features="ip_vs")', "features"),  # would otherwise be five one-letter names
+    ('Needs(kinds="veth")', "kinds"),
+    ('Needs(tools=["ping", 3])', "tools"),
+])
+def test_needs_takes_tuples_of_names(tmp_path, declaration, field):
+    message, where = load_error(tmp_path, "bad", needs_snippet(declaration))
+    assert message.startswith(f"{where} Needs({field}=...) takes a tuple of names"), message
+
+
+def test_needs_fields_are_named_so_none_is_taken_for_another(tmp_path):
+    message, where = load_error(tmp_path, "bad", needs_snippet('Needs(("veth",), ("ping",))'))
+    assert message.startswith(f"{where} TypeError"), message
 
 
 # --- cmd(): split like a shell, but never run through one -----------------------------
