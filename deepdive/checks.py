@@ -23,10 +23,14 @@ class CheckContext:
         self._cached: dict[str, Any] | None = None
 
     def result(self, contains: str, step: str | None = None) -> Result:
-        """The latest recorded command whose text contains `contains` (in `step`, if given)."""
-        for sid, res in reversed(self._results):
-            if (step is None or sid == step) and contains in " ".join(res.argv):
-                return res
+        """The latest recorded command whose text is `contains`, else the latest whose text
+        contains it (in `step`, if given): a whole command always finds itself, even
+        when a later one extends it (`ping 10.0.0.1` and then `ping 10.0.0.100`)."""
+        recorded = [res for sid, res in reversed(self._results) if step is None or sid == step]
+        found = ([r for r in recorded if " ".join(r.argv) == contains]
+                 or [r for r in recorded if contains in " ".join(r.argv)])
+        if found:
+            return found[0]
         raise LookupError(f"no recorded command contains {contains!r}"
                           + (f" in step {step!r}" if step else ""))
 

@@ -2,9 +2,66 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+
+# Neighbour states of an entry the kernel resolved itself; one added by hand is PERMANENT
+# (or NOARP), and one still being resolved INCOMPLETE.
+LEARNED_STATES = ("REACHABLE", "STALE", "DELAY", "PROBE")
 
 
 def received(ping_output: str) -> int:
     """How many replies ping counted ("3 packets transmitted, 3 received, ..."); 0 if none."""
     m = re.search(r"(\d+) received", ping_output)
     return int(m.group(1)) if m else 0
+
+
+def transmitted(ping_output: str) -> int:
+    """How many echo requests ping sent ("3 packets transmitted, ..."); 0 if it never got
+    that far (no route, say)."""
+    m = re.search(r"(\d+) packets transmitted", ping_output)
+    return int(m.group(1)) if m else 0
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One echo reply as ping printed it: "64 bytes from 10.0.0.2: icmp_seq=1 ttl=64 ...".
+
+    `size` is the ICMP message in bytes (payload plus its 8-byte header)."""
+
+    source: str
+    seq: int
+    ttl: int
+    size: int
+
+
+def replies(ping_output: str) -> list[Reply]:
+    """Every echo reply ping printed, in order; duplicates and late replies included."""
+    return [Reply(m["source"], int(m["seq"]), int(m["ttl"]), int(m["size"]))
+            for m in re.finditer(r"^(?P<size>\d+) bytes from (?P<source>[\d.]+): "
+                                 r"icmp_seq=(?P<seq>\d+) ttl=(?P<ttl>\d+)", ping_output, re.M)]
+
+
+def neighbour(ip_neigh_output: str, address: str) -> tuple[str | None, str] | None:
+    """(MAC, state) of `address` in `ip neigh show` output, or None when it has no entry.
+
+    The state is the entry's last word: REACHABLE, STALE, ... (see LEARNED_STATES) for
+    an entry that ARP resolved, PERMANENT for one added by hand, INCOMPLETE (and no
+    MAC) while a request is unanswered."""
+    for line in ip_neigh_output.splitlines():
+        words = line.split()
+        if words and words[0] == address:
+            mac = words[words.index("lladdr") + 1] if "lladdr" in words else None
+            return mac, words[-1]
+    return None
+
+
+def learned(bridge_fdb_output: str, entry: str) -> bool:
+    """Whether `bridge fdb show` output has a line that starts with `entry` (such as
+    "02:00:00:00:01:01 dev veth1") and was learned from traffic: it carries neither the
+    `permanent` nor the `static` flag of an entry added by hand. (`bridge fdb show
+    dynamic` still lists static entries.)"""
+    for line in bridge_fdb_output.splitlines():
+        words = line.split()
+        if words[:len(entry.split())] == entry.split() and not {"permanent", "static"} & set(words):
+            return True
+    return False

@@ -161,3 +161,10 @@ def find_link(snapshot: dict[str, Any], node: str, name: str) -> dict[str, Any]:
                 if link["name"] == name:
                     return link
     raise KeyError(f"no link {name} in {node}")
+
+
+def holders(snapshot: dict[str, Any], address: str) -> list[tuple[str, str]]:
+    """(node, link) of every link that holds the IP `address` ("10.0.0.1"), whatever its
+    prefix length, in snapshot order."""
+    return [(n["name"], link["name"]) for n in snapshot["nodes"] for link in n["links"]
+            if any(a.split("/")[0] == address for a in link["addresses"])]

@@ -5,7 +5,8 @@ Run with `invoke lab.run --page bridge`; the page is docs/interfaces/bridge.md.
 import re
 
 from deepdive.model import Needs, Page, cmd
-from deepdive.parse import received
+from deepdive.parse import learned, replies
+from deepdive.snapshot import holders
 
 page = Page(
     name="bridge",
@@ -110,9 +111,9 @@ def _(lab):
     return not any(f"02:00:00:00:0{i}:01" in table for i in (1, 2, 3))
 
 
-@page.check("ping", "Namespaces attached to the bridge reach each other: 3 of 3 pings answered")
+@page.check("ping", "Namespaces attached to the bridge reach each other: 10.0.0.2 answered all 3 pings")
 def _(lab):
-    return received(lab.output("ping -c 3")) == 3
+    return [(r.source, r.seq) for r in replies(lab.output("ping -c 3"))] == [("10.0.0.2", i) for i in (1, 2, 3)]
 
 
 @page.check("ping", "ns3 saw the ARP broadcast but none of the pings between ns1 and ns2")
@@ -121,10 +122,11 @@ def _(lab):
     return "Request who-has 10.0.0.2 tell 10.0.0.1" in seen and "ICMP" not in seen
 
 
-@page.check("learned", "The bridge learned ns1's and ns2's MACs on their own ports, and nothing of silent ns3")
+@page.check("learned", "The bridge learned ns1's and ns2's MACs on their own ports (entries without "
+                        "`permanent` or `static`), and nothing of silent ns3")
 def _(lab):
     table = lab.output("fdb show br br0 dynamic", step="learned")
-    return ("02:00:00:00:01:01 dev veth1" in table and "02:00:00:00:02:01 dev veth2" in table
+    return (learned(table, "02:00:00:00:01:01 dev veth1") and learned(table, "02:00:00:00:02:01 dev veth2")
             and "02:00:00:00:03:01" not in table)
 
 
@@ -136,12 +138,14 @@ def _(lab):
 
 @page.check("address", "The bridge's own address 10.0.0.254 answers from every namespace")
 def _(lab):
-    return all(received(lab.output(f"ns{i} ping -c 1 -W 1 10.0.0.254")) == 1 for i in (1, 2, 3))
+    return holders(lab.snapshot, "10.0.0.254") == [("host", "br0")] and all(
+        [r.source for r in replies(lab.output(f"ns{i} ping -c 1 -W 1 10.0.0.254"))] == ["10.0.0.254"]
+        for i in (1, 2, 3))
 
 
 @page.check("address", "Once ns3 has spoken, the bridge learns its MAC on veth3")
 def _(lab):
-    return "02:00:00:00:03:01 dev veth3" in lab.output("fdb show br br0 dynamic", step="address")
+    return learned(lab.output("fdb show br br0 dynamic", step="address"), "02:00:00:00:03:01 dev veth3")
 
 
 @page.check("tap", "tap0 is a port of br0, disabled while no program holds it open")

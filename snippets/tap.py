@@ -6,7 +6,7 @@ that plays the other end is snippets/programs/tuntap_reader.py.
 import re
 
 from deepdive.model import Needs, Page, cmd
-from deepdive.parse import received
+from deepdive.parse import learned, neighbour, received, replies, transmitted
 
 page = Page(
     name="tap",
@@ -102,8 +102,9 @@ def _(lab):
 
 @page.check("arp", "With the ARP request unanswered, the ping got no reply and the neighbour entry for 10.0.2.2 is INCOMPLETE")
 def _(lab):
-    return (received(lab.output("ping -c 1", step="arp")) == 0
-            and "10.0.2.2 INCOMPLETE" in lab.output("neigh show dev tap0", step="arp"))
+    ping = lab.output("ping -c 1", step="arp")
+    return (transmitted(ping) == 1 and received(ping) == 0
+            and neighbour(lab.output("neigh show dev tap0", step="arp"), "10.0.2.2") == (None, "INCOMPLETE"))
 
 
 @page.check("answer", "The program read the ARP request first, replied with its MAC, then read and answered two echo requests")
@@ -123,10 +124,13 @@ def _(lab):
             and out.count("  02 00 00 00 0a 02 02 00 00 00 0a 01 08 00 45 00 00 54 ...\n") == 2)
 
 
-@page.check("answer", "Both pings are answered, and the host learned 10.0.2.2 at the program's MAC address")
+@page.check("answer", "Both pings are answered by 10.0.2.2, and the host learned 10.0.2.2 at the program's MAC "
+                     "address: the entry is REACHABLE, not PERMANENT")
 def _(lab):
-    return (received(lab.output("ping -c 2", step="answer")) == 2
-            and "10.0.2.2 lladdr 02:00:00:00:0a:02" in lab.output("neigh show dev tap0", step="answer"))
+    answered = [(r.source, r.seq) for r in replies(lab.output("ping -c 2", step="answer"))]
+    return (answered == [("10.0.2.2", 1), ("10.0.2.2", 2)]
+            and neighbour(lab.output("neigh show dev tap0", step="answer"), "10.0.2.2")
+            == ("02:00:00:00:0a:02", "REACHABLE"))
 
 
 @page.check("bridge", "tap0 is a port of br0, state disabled while no program holds it; veth1's peer is eth0 in ns1")
@@ -151,10 +155,12 @@ def _(lab):
                                       "ARP Request who-has 10.0.2.2 tell 10.0.2.3")
 
 
-@page.check("bridged", "ns1's pings, addressed to the program's MAC, are answered, and the bridge learned that MAC on tap0")
+@page.check("bridged", "ns1's pings, addressed to the program's MAC, are answered, and the bridge learned that MAC "
+                      "on tap0 (an entry without `permanent` or `static`)")
 def _(lab):
     fdb = lab.output("fdb show br br0 dynamic")
     echoes = [h for h, p in frames(lab, "bridged") if "ICMP echo request" in p]
-    return (received(lab.output("ping -c 2", step="bridged")) == 2
+    answered = [(r.source, r.seq) for r in replies(lab.output("ping -c 2", step="bridged"))]
+    return (answered == [("10.0.2.2", 1), ("10.0.2.2", 2)]
             and echoes == ["dst 02:00:00:00:0a:02 src 02:00:00:00:01:01 type 0x0800"] * 2
-            and "02:00:00:00:0a:02 dev tap0" in fdb and "02:00:00:00:01:01 dev veth1" in fdb)
+            and learned(fdb, "02:00:00:00:0a:02 dev tap0") and learned(fdb, "02:00:00:00:01:01 dev veth1"))

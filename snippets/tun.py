@@ -4,7 +4,7 @@ Run with `invoke lab.run --page tun`; the page is docs/interfaces/tun.md. The pr
 that plays the other end is snippets/programs/tuntap_reader.py.
 """
 from deepdive.model import Needs, Page, cmd
-from deepdive.parse import received
+from deepdive.parse import received, replies, transmitted
 
 page = Page(
     name="tun",
@@ -86,15 +86,19 @@ def _(lab):
     return "\n  45 00 00 54 ...\n" in reader(lab, "read")
 
 
-@page.check("read", "Nothing answers the ping while the program only reads")
+@page.check("read", "Nothing answers the ping while the program only reads: it read the echo request and wrote nothing back")
 def _(lab):
-    return received(lab.output("ping -c 1", step="read")) == 0
+    ping = lab.output("ping -c 1", step="read")
+    out = reader(lab, "read")
+    return (transmitted(ping) == 1 and received(ping) == 0
+            and out.count("ICMP echo request") == 1 and "write" not in out)
 
 
 @page.check("answer", "With the program writing echo replies into tun0, both pings are answered")
 def _(lab):
     out = reader(lab, "answer")
-    return (received(lab.output("ping -c 2", step="answer")) == 2
+    answered = [(r.source, r.seq) for r in replies(lab.output("ping -c 2", step="answer"))]
+    return (answered == [("10.0.1.2", 1), ("10.0.1.2", 2)]
             and out.count("ICMP echo request") == 2 and out.count("write 84 bytes") == 2)
 
 

@@ -3,7 +3,7 @@
 Run with `invoke lab.run --page veth`; the page is docs/interfaces/veth.md.
 """
 from deepdive.model import Needs, Page, cmd
-from deepdive.parse import received
+from deepdive.parse import neighbour, received, replies, transmitted
 
 page = Page(
     name="veth",
@@ -64,14 +64,14 @@ def _(lab):
     return f"veth0@if{peer_index}:" in shown and "link-netns ns2" in shown
 
 
-@page.check("ping", "All three pings from ns1 to 10.0.0.2 are answered")
+@page.check("ping", "All three pings from ns1 are answered by 10.0.0.2, one reply to each")
 def _(lab):
-    return received(lab.output("ping -c 3")) == 3
+    return [(r.source, r.seq) for r in replies(lab.output("ping -c 3"))] == [("10.0.0.2", i) for i in (1, 2, 3)]
 
 
-@page.check("ping", "ns1 learned veth1's MAC address for 10.0.0.2")
+@page.check("ping", "ns1 learned veth1's MAC address for 10.0.0.2 by ARP: the entry is REACHABLE, not PERMANENT")
 def _(lab):
-    return "10.0.0.2 lladdr 02:00:00:00:01:02" in lab.output("neigh show")
+    return neighbour(lab.output("neigh show"), "10.0.0.2") == ("02:00:00:00:01:02", "REACHABLE")
 
 
 @page.check("down", "With veth0 down, veth1 loses its carrier though it is still administratively up")
@@ -81,11 +81,15 @@ def _(lab):
     return not link["carrier"] and "NO-CARRIER" in shown and ",UP" in shown
 
 
-@page.check("down", "No ping gets through while one end is down")
+@page.check("down", "No ping gets through while one end is down, though veth0 still holds 10.0.0.1")
 def _(lab):
-    return received(lab.output("ping -c 1", step="down")) == 0
+    ping = lab.output("ping -c 1", step="down")
+    veth0 = lab.link("ns1", "veth0")
+    return (transmitted(ping) == 1 and received(ping) == 0
+            and not veth0["up"] and "10.0.0.1/24" in veth0["addresses"])
 
 
 @page.check("up", "The carrier comes back and pings flow again")
 def _(lab):
-    return lab.link("ns2", "veth1")["carrier"] and received(lab.output("ping -c 1", step="up")) == 1
+    answered = [r.source for r in replies(lab.output("ping -c 1", step="up"))]
+    return lab.link("ns2", "veth1")["carrier"] and answered == ["10.0.0.2"]

@@ -5,7 +5,7 @@ Run with `invoke lab.run --page vxlan`; the page is docs/interfaces/vxlan.md.
 import re
 
 from deepdive.model import Needs, Page, cmd
-from deepdive.parse import received
+from deepdive.parse import learned, neighbour, replies
 
 page = Page(
     name="vxlan",
@@ -17,6 +17,9 @@ page = Page(
 
 # server1 watches its underlay interface: only the tunnel's UDP datagrams.
 CAPTURE = "ip netns exec server1 tcpdump -i eth0 -n -e -t -l --immediate-mode udp port 4789"
+# server2 watches its vx0 for echo requests, with -v for their IP headers' flags.
+ARRIVED = ("ip netns exec server2 tcpdump -i vx0 -n -v -t -l --immediate-mode"
+           " 'icmp[icmptype] == icmp-echo'")
 
 page.step(
     "underlay", "Connect the two servers with an underlay network",
@@ -61,6 +64,7 @@ page.step(
 page.step(
     "mtu", "The largest packet that fits, and one byte more",
     cmd(CAPTURE, background=True, ready="listening on"),
+    cmd(ARRIVED, background=True, ready="listening on"),
     "ip netns exec server1 ping -c 1 -W 1 -M do -s 1422 10.0.0.2",
     cmd("ip netns exec server1 ping -c 1 -W 0.5 -M do -s 1423 10.0.0.2", rc=1),
 )
@@ -116,9 +120,9 @@ def _(lab):
     return lines == ["00:00:00:00:00:00 dst 192.168.0.2 via eth0 self permanent"]
 
 
-@page.check("ping", "Both pings across the overlay are answered")
+@page.check("ping", "Both pings across the overlay are answered, by 10.0.0.2")
 def _(lab):
-    return received(lab.output("ping -c 2")) == 2
+    return [(r.source, r.seq) for r in replies(lab.output("ping -c 2"))] == [("10.0.0.2", 1), ("10.0.0.2", 2)]
 
 
 @page.check("ping", "On the underlay every overlay frame travels inside UDP to port 4789, marked VNI 100")
@@ -152,25 +156,27 @@ def _(lab):
     return all(length(o) - length(i) == 50 for o, i in zip(lines[0::2], lines[1::2]))
 
 
-@page.check("learned", "vx0 learned server2's overlay MAC behind 192.168.0.2, as an entry that is not `permanent`")
+@page.check("learned", "vx0 learned server2's overlay MAC behind 192.168.0.2, as an entry that is neither `permanent` nor `static`")
 def _(lab):
-    table = lab.output("fdb show dev vx0", step="learned")
-    return re.search(r"^02:00:00:00:01:02 dst 192\.168\.0\.2 self\s*$", table, re.M) is not None
+    return learned(lab.output("fdb show dev vx0", step="learned"), "02:00:00:00:01:02 dst 192.168.0.2 self")
 
 
-@page.check("learned", "ARP through the tunnel resolved 10.0.0.2 to the MAC of server2's vx0")
+@page.check("learned", "ARP through the tunnel resolved 10.0.0.2 to the MAC of server2's vx0: the entry is REACHABLE, not PERMANENT")
 def _(lab):
-    return "10.0.0.2 lladdr 02:00:00:00:01:02 " in lab.output("neigh show dev vx0", step="learned")
+    return neighbour(lab.output("neigh show dev vx0", step="learned"), "10.0.0.2") == ("02:00:00:00:01:02", "REACHABLE")
 
 
-@page.check("mtu", "A 1422-byte payload (a 1450-byte IP packet) crosses the tunnel with the don't-fragment bit set")
+@page.check("mtu", "A 1422-byte payload (a 1450-byte IP packet) crosses the tunnel whole: it arrives on server2's vx0 "
+                   "with the don't-fragment bit set (`flags [DF]`), and its 1430-byte reply comes back")
 def _(lab):
-    return received(lab.output("-s 1422")) == 1
+    headers = re.findall(r"flags \[([^\]]*)\], proto ICMP \(1\), length (\d+)\)", lab.output("-i vx0", step="mtu"))
+    return (headers == [("DF", "1450")]
+            and [(r.source, r.size) for r in replies(lab.output("-s 1422"))] == [("10.0.0.2", 1430)])
 
 
 @page.check("mtu", "On the underlay its frames are 1514 bytes, a full 1500-byte IP packet plus Ethernet header, and nothing else was sent")
 def _(lab):
-    lines = frames(lab.output("tcpdump", step="mtu"))
+    lines = frames(lab.output("tcpdump -i eth0", step="mtu"))
     return len(lines) == 4 and length(lines[0]) == 1514 and length(lines[1]) == 1464
 
 

@@ -237,6 +237,14 @@ def test_result_matches_across_arguments_as_words_joined_by_spaces():
     assert ctx.output("ns2 ping -c 1 10.0.0.1") == "0 received"
 
 
+def test_a_whole_command_finds_itself_though_a_later_one_extends_it():
+    ctx = CheckContext([("fix", Result(("ping", "10.0.0.1"), 0, "from 10.0.0.1", "")),
+                        ("fix", Result(("ping", "10.0.0.100"), 0, "from 10.0.0.100", ""))],
+                       lambda text: Result((text,), 0, "", ""), lambda: {"nodes": []})
+    assert ctx.output("ping 10.0.0.1") == "from 10.0.0.1"
+    assert ctx.output("ping 10.0.0.10") == "from 10.0.0.100"  # no whole match: the latest partial one
+
+
 @pytest.mark.parametrize("contains, step", [("tcpdump", None), ("ping -c 3", "down"), ("link show", "nope")])
 def test_missing_result_raises_lookup_error(contains, step):
     ctx = _context()
