@@ -15,6 +15,7 @@ from deepdive import capture as captures
 from deepdive import lab, registry
 from deepdive.capture import ROOT
 from deepdive.model import DeepDiveError, Page
+from deepdive.publish import ChecksFailed, publish
 
 console = Console(stderr=True, highlight=False)
 LABS = ("auto", "host", "vm")
@@ -98,8 +99,8 @@ def run(page: str | None, all_pages: bool, lab_name: str = "auto") -> None:
         checks = outcome.capture["checks"]
         passed = sum(c["passed"] for c in checks)
         try:
-            lab.publish(outcome)
-        except lab.ChecksFailed as exc:
+            publish(outcome)
+        except ChecksFailed as exc:
             failures.append(str(exc))
         steps = outcome.capture["steps"]
         written = str(len(outcome.written)) if outcome.written else "none (unchanged)"

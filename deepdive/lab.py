@@ -30,6 +30,7 @@ from deepdive import features, registry, runs
 from deepdive.execute import die_with_parent
 from deepdive.masking import drift
 from deepdive.model import DeepDiveError, Page
+from deepdive.publish import ChecksFailed, publish  # noqa: F401 (benchmarks call lab.publish)
 
 MARKER = "DEEPDIVE_LAB"
 RUN_PREFIX = "ddlab-"
@@ -55,10 +56,6 @@ class Outcome:
     @property
     def failed_checks(self) -> list[dict[str, Any]]:
         return [c for c in self.capture["checks"] if not c["passed"]]
-
-
-class ChecksFailed(DeepDiveError):
-    pass
 
 
 class MissingFeature(DeepDiveError):
@@ -276,37 +273,6 @@ def iproute2_version() -> str:
 def pyroute2_version() -> str:
     from importlib.metadata import version
     return version("pyroute2")
-
-
-def publish(outcome: Outcome) -> None:
-    """Write the capture and its diagrams, each only if its content changed."""
-    if outcome.failed_checks:
-        raise ChecksFailed(
-            f"page {outcome.page}: {len(outcome.failed_checks)} check(s) failed; captures left as they were:\n"
-            + "\n".join(f"  ✗ {c['claim']} (after step {c['after']}; {c['where']})"
-                        + (f": {c['error']}" if c.get("error") else "")
-                        for c in outcome.failed_checks))
-    from deepdive import diagram  # graphviz only when there is something to draw
-
-    if captures.write_if_changed(outcome.capture):
-        outcome.written.append(captures.path_for(outcome.page))
-    for step_id, snap in captures.snapshots(outcome.capture):
-        before = {p: _stat(p) for p in _diagram_paths(outcome.page, step_id)}
-        for path in diagram.render(outcome.page, step_id, snap, captures.DIAGRAMS):
-            if _stat(path) != before.get(path):
-                outcome.written.append(path)
-
-
-def _diagram_paths(page: str, step_id: str) -> list[Path]:
-    return [captures.DIAGRAMS / f"{page}-{step_id}.{ext}" for ext in ("svg", "png")]
-
-
-def _stat(path: Path) -> tuple[int, int] | None:
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        return None
-    return (st.st_mtime_ns, st.st_size)
 
 
 def compare(outcome: Outcome) -> list[str]:

@@ -1,0 +1,65 @@
+"""Reading facts for checks out of tool output (deepdive.parse) and snapshots (holders)."""
+from __future__ import annotations
+
+from deepdive.parse import Reply, learned, neighbour, received, replies, transmitted
+from deepdive.snapshot import holders
+
+PING = (
+    "PING 10.0.0.2 (10.0.0.2) 1422(1450) bytes of data.\n"
+    "1430 bytes from 10.0.0.2: icmp_seq=1 ttl=64 time=0.078 ms\n"
+    "64 bytes from 10.0.0.9: icmp_seq=2 ttl=63 time=0.050 ms\n"
+    "\n"
+    "--- 10.0.0.2 ping statistics ---\n"
+    "3 packets transmitted, 2 received, 33.3333% packet loss, time 402ms\n"
+)
+UNREACHABLE = "ping: connect: Network is unreachable\n"
+NEIGH = (
+    "10.0.0.20 lladdr 02:00:00:00:01:20 PERMANENT \n"
+    "10.0.0.2 lladdr 02:00:00:00:01:02 REACHABLE \n"
+    "10.0.2.2 INCOMPLETE \n"
+    "10.0.0.11 dev eth0 lladdr 02:00:00:00:00:01 router STALE \n"
+)
+FDB = (
+    "02:00:00:00:01:01 dev veth1 master br0 \n"
+    "02:00:00:00:02:01 dev veth2 master br0 static\n"
+    "02:00:00:00:03:01 dev veth3 master br0 permanent\n"
+    "02:00:00:00:01:02 dst 192.168.0.2 self \n"
+)
+
+
+def test_replies_read_source_sequence_ttl_and_size_of_each():
+    assert replies(PING) == [Reply("10.0.0.2", 1, 64, 1430), Reply("10.0.0.9", 2, 63, 64)]
+    assert replies(UNREACHABLE) == []
+
+
+def test_counts_of_the_summary_line():
+    assert (transmitted(PING), received(PING)) == (3, 2)
+    assert (transmitted(UNREACHABLE), received(UNREACHABLE)) == (0, 0)
+
+
+def test_neighbour_gives_mac_and_state_and_tells_learned_from_static():
+    assert neighbour(NEIGH, "10.0.0.2") == ("02:00:00:00:01:02", "REACHABLE")  # not 10.0.0.20's
+    assert neighbour(NEIGH, "10.0.0.20") == ("02:00:00:00:01:20", "PERMANENT")
+    assert neighbour(NEIGH, "10.0.2.2") == (None, "INCOMPLETE")
+    assert neighbour(NEIGH, "10.0.0.11") == ("02:00:00:00:00:01", "STALE")
+    assert neighbour(NEIGH, "10.0.0.3") is None
+
+
+def test_learned_fdb_entries_carry_neither_static_nor_permanent():
+    assert learned(FDB, "02:00:00:00:01:01 dev veth1")
+    assert not learned(FDB, "02:00:00:00:02:01 dev veth2")  # static: `dynamic` still lists it
+    assert not learned(FDB, "02:00:00:00:03:01 dev veth3")
+    assert not learned(FDB, "02:00:00:00:01:01 dev veth2")  # the MAC, but on another port
+    assert learned(FDB, "02:00:00:00:01:02 dst 192.168.0.2 self")
+    assert not learned("", "02:00:00:00:01:01")
+
+
+def test_holders_of_an_address_whatever_its_prefix():
+    snap = {"nodes": [
+        {"name": "node", "links": [{"name": "eth0", "addresses": ["10.0.0.100/32", "10.0.0.10/24"]}]},
+        {"name": "lan", "links": [{"name": "eth0", "addresses": ["10.0.0.100/24"]},
+                                  {"name": "eth1", "addresses": []}]},
+    ]}
+    assert holders(snap, "10.0.0.100") == [("node", "eth0"), ("lan", "eth0")]
+    assert holders(snap, "10.0.0.10") == [("node", "eth0")]
+    assert holders(snap, "10.0.0.1") == []
