@@ -55,7 +55,7 @@ def render_step(capture: dict[str, Any], step_id: str) -> str:
     """The step's commands, each as `$ cmd` followed by its stdout, stderr and exit status."""
     page = capture["page"]
     s = _capture.step(capture, step_id)
-    anchor = f"step-{page}-{step_id}"
+    anchor = _text(f"step-{page}-{step_id}")
     lines: list[str] = []
     for c in s["commands"]:
         lines.append(f'<span class="dd-cmd"><span class="dd-prompt">$ </span>{_text(c["cmd"])}</span>')
@@ -90,7 +90,7 @@ def render_checks(capture: dict[str, Any]) -> str:
             f'<li class="dd-check dd-{word}"><span class="dd-mark" title="{word}">{mark}</span> '
             f'<span class="dd-claim">{_inline(c["claim"])}</span> '
             f'<span class="dd-after">tested after the step &#8220;{_inline(after)}&#8221;: {word}</span></li>')
-    return f'<ul class="dd-checks" id="checks-{capture["page"]}">{"".join(items)}</ul>'
+    return f'<ul class="dd-checks" id="{_text("checks-" + capture["page"])}">{"".join(items)}</ul>'
 
 
 def render_captured(capture: dict[str, Any]) -> str:
@@ -127,7 +127,7 @@ def render_diagram(capture: dict[str, Any], step_id: str, docs_dir: Path, page_u
     size = png_size(docs_dir / files["png"])
     label = f"PNG for slides ({size[0]}&#215;{size[1]})" if size else "PNG for slides"
     alt = alt or f"Diagram: {s['title']}"
-    anchor = f"diagram-{page}-{step_id}"
+    anchor = _text(f"diagram-{page}-{step_id}")
     return (f'<figure class="dd-diagram" id="{anchor}">'
             f'<img src="{_text(relative_url(page_url, files["svg"]))}" alt="{_text(alt)}">'
             f'<figcaption><a href="{_text(relative_url(page_url, files["png"]))}">{label}</a></figcaption>'
@@ -174,6 +174,7 @@ def _block(html_line: str) -> str:
 # --- mkdocs-macros entry point -----------------------------------------------------------
 
 def define_env(env) -> None:
+    _report_in_one_line()
     docs_dir = Path(env.conf["docs_dir"])
     captures = docs_dir / "captures"
 
@@ -202,6 +203,16 @@ def define_env(env) -> None:
     def captured(page: str) -> str:
         """When, where and with what `page`'s capture was recorded."""
         return _block(render_captured(load(page)))
+
+
+def _report_in_one_line() -> None:
+    """mkdocs-macros reports a macro's exception with a traceback; a DeepDiveError is a
+    problem the user acts on, so it is reported as its one line, after the page's path."""
+    try:
+        from mkdocs_macros.errors import format_error
+    except ImportError:  # a version without this hook: its own report stands
+        return
+    format_error.register(DeepDiveError, lambda error, markdown, page: f"{page.file.src_path}: {error}")
 
 
 def _refuse_indented_calls(env) -> None:
