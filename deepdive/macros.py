@@ -6,6 +6,8 @@ mkdocs.yml loads this file (`macros: module_name: deepdive/macros`) and a page c
     {{ step("veth", "create") }}     the step's commands and what the kernel printed
     {{ checks("veth") }}             each claim the lab tested, passed or failed
     {{ captured("veth") }}           where and when the capture was recorded
+    {{ quote("veth", "show", "link-netns ns2") }}   text the prose quotes from a step's
+                                     output, as <code>; the build fails if it is not there
 
 Everything is read from `<docs_dir>/captures/<page>.json` and `<docs_dir>/diagrams/`
 at build time. A missing capture, step or diagram raises DeepDiveError naming the page and
@@ -107,6 +109,27 @@ def render_captured(capture: dict[str, Any]) -> str:
             f'Reproduce with <code>{_text(regenerate(page))}</code>.</p>')
 
 
+def render_quote(capture: dict[str, Any], step_id: str, text: str) -> str:
+    """`text` as inline <code>, once it is found in what step `step_id` printed.
+
+    Prose that quotes output does it through this, so a page cannot describe output
+    that its capture does not hold. `text` must occur in one command's stdout or stderr;
+    " ... " in it stands for anything (several lines included) between parts that occur
+    in that order. Raises DeepDiveError naming page, step and text otherwise."""
+    page = capture["page"]
+    s = _capture.step(capture, step_id)
+    parts = text.split(" ... ") if isinstance(text, str) else [""]
+    if not all(p.strip() for p in parts):
+        raise DeepDiveError(f"page {page}, step {step_id}: quote {text!r} quotes nothing")
+    pattern = re.compile(".*?".join(re.escape(p) for p in parts), re.DOTALL)
+    outputs = [c.get(k) or "" for c in s["commands"] for k in ("stdout", "stderr")]
+    if not any(pattern.search(out) for out in outputs):
+        raise DeepDiveError(f"page {page}, step {step_id}: no output of the step contains {text!r}, "
+                            f"which the prose quotes; fix the quote, or `{regenerate(page)}` if "
+                            f"the capture is out of date")
+    return f'<code class="dd-quote">{_text(text)}</code>'
+
+
 def render_diagram(capture: dict[str, Any], step_id: str, docs_dir: Path, page_url: str,
                    alt: str = "") -> str:
     """<img> of diagrams/<page>-<step>.svg relative to the page's URL, with a PNG link."""
@@ -203,6 +226,11 @@ def define_env(env) -> None:
     def captured(page: str) -> str:
         """When, where and with what `page`'s capture was recorded."""
         return _block(render_captured(load(page)))
+
+    @env.macro
+    def quote(page: str, step_id: str, text: str) -> str:
+        """`text`, inline, verified to be in the output of step `step_id` of `page`."""
+        return render_quote(load(page), step_id, text)
 
 
 def _report_in_one_line() -> None:

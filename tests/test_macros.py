@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import posixpath
 import struct
 import subprocess
@@ -17,6 +18,7 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
+from deepdive import capture as capture_module
 from deepdive import macros
 from deepdive.model import DeepDiveError
 
@@ -96,6 +98,10 @@ VETH_PAGE = """\
 
 Text between two steps.
 {{ step("veth", "down") }}
+
+Quoted: {{ quote("veth", "show", "<BROADCAST,MULTICAST,UP,LOWER_UP>") }} and
+{{ quote("veth", "down", 'Cannot find device "nosuch"') }}, and across lines,
+{{ quote("veth", "show", "veth0@if2: ... link-netns ns2") }}.
 
 {{ checks("veth") }}
 
@@ -280,6 +286,15 @@ def test_captured_line(built):
     assert not (page.parents[2] / "captures").exists()
 
 
+def test_quotes_are_inline_code_holding_the_quoted_text(built):
+    _, html_text = built
+    [p] = [p for p in parse(html_text).find("p") if p.find(cls="dd-quote")]
+    assert [c.text() for c in p.find("code", cls="dd-quote")] == [
+        "<BROADCAST,MULTICAST,UP,LOWER_UP>", 'Cannot find device "nosuch"',
+        "veth0@if2: ... link-netns ns2"]
+    assert p.text().startswith("Quoted: <BROADCAST")
+
+
 # --- failures stop the build, naming the page and the command that fixes it -------------
 
 def test_missing_capture_fails_the_build(tmp_path):
@@ -297,6 +312,14 @@ def test_unknown_step_fails_the_build(tmp_path):
     result = mkdocs_build(root)
     assert result.returncode != 0
     assert "page veth: no step 'nosuch' in its capture (steps: address, show, down)" in result.stdout + result.stderr
+
+
+def test_a_quote_the_capture_does_not_hold_fails_the_build(tmp_path):
+    root = make_site(tmp_path, {"index.md": 'See {{ quote("veth", "show", "Peer netns reference is invalid") }}.\n'})
+    result = mkdocs_build(root)
+    assert result.returncode != 0
+    assert ("index.md: page veth, step show: no output of the step contains "
+            "'Peer netns reference is invalid'") in result.stdout + result.stderr
 
 
 def test_indented_call_fails_the_build(tmp_path):
@@ -332,6 +355,42 @@ def test_unknown_step_names_the_known_ones():
         macros.render_step(make_capture(), "nosuch")
 
 
+@pytest.mark.parametrize("text", [
+    "link-netns ns2",                   # stdout
+    'Cannot find device "nosuch"',     # stderr, of another command of the same step
+    "veth0@if2: ... link-netns ns2",    # parts in order, lines apart
+    "1: lo: ... 2: veth0 ... ns2",
+])
+def test_a_quote_found_in_the_step_output_renders(text):
+    step = "down" if "nosuch" in text else "show"
+    assert macros.render_quote(make_capture(), step, text) == f'<code class="dd-quote">{macros._text(text)}</code>'
+
+
+@pytest.mark.parametrize("step, text", [
+    ("show", "Peer netns reference is invalid"),  # nowhere
+    ("down", "link-netns ns2"),                   # in another step's output
+    ("show", "ip -n ns1 link show"),              # a command, not its output
+    ("show", "link-netns ns2 ... veth0@if2"),     # parts out of order
+    ("show", "veth0@if2 link-netns ns2"),         # an elision written as a space
+])
+def test_a_quote_not_in_the_step_output_fails_naming_page_step_and_text(step, text):
+    with pytest.raises(DeepDiveError) as err:
+        macros.render_quote(make_capture(), step, text)
+    assert str(err.value).startswith(f"page veth, step {step}: no output of the step contains {text!r}")
+    assert "`invoke lab.run --page veth`" in str(err.value)
+
+
+@pytest.mark.parametrize("text", ["", "  ", " ... link-netns ns2", None])
+def test_a_quote_of_nothing_fails(text):
+    with pytest.raises(DeepDiveError, match="quotes nothing"):
+        macros.render_quote(make_capture(), "show", text)
+
+
+def test_a_quote_from_an_unknown_step_names_the_known_ones():
+    with pytest.raises(DeepDiveError, match=r"no step 'nosuch'.*address, show, down"):
+        macros.render_quote(make_capture(), "nosuch", "link-netns ns2")
+
+
 @pytest.mark.parametrize("page_url, expected", [
     ("interfaces/veth/", "../../diagrams/x.svg"),      # use_directory_urls (the default)
     ("interfaces/veth.html", "../diagrams/x.svg"),    # use_directory_urls: false
@@ -347,3 +406,47 @@ def test_png_size(tmp_path):
     (tmp_path / "b.png").write_bytes(b"not a png")
     assert macros.png_size(tmp_path / "a.png") == (1920, 1080)
     assert macros.png_size(tmp_path / "b.png") is None
+
+
+# --- the site's own pages quote output through quote() ---------------------------------
+
+_FENCE = re.compile(r"^```.*?^```", re.M | re.S)
+_MACRO_CALL = re.compile(r"\{\{.*?\}\}", re.S)
+_PAGE_OF_CALL = re.compile(r"\{\{-?\s*\w+\(\s*[\"']([a-z][a-z0-9-]*)[\"']")
+
+
+def quoted_raw(markdown: str, capture: dict) -> list[str]:
+    """Plain `code` spans of the prose that are text a step printed (and no command's):
+    quotes of output that the build would not verify."""
+    commands = [c["cmd"] for s in capture["steps"] for c in s["commands"]]
+    prose = _MACRO_CALL.sub("", _FENCE.sub("", markdown))
+    found = []
+    for span in re.findall(r"`([^`\n]+)`", prose):
+        if sum(ch.isalnum() for ch in span) < 2 or any(span in c for c in commands):
+            continue
+        for s in capture["steps"]:
+            try:
+                macros.render_quote(capture, s["id"], span)
+            except DeepDiveError:
+                continue
+            found.append(span)
+            break
+    return found
+
+
+@pytest.mark.parametrize("md", sorted((ROOT / "docs").rglob("*.md")), ids=lambda p: p.name)
+def test_the_site_quotes_captured_output_only_through_quote(md):
+    """A raw `code` span that matches a capture today would go stale unnoticed when the
+    capture changes; through quote() the build checks it every time."""
+    text = md.read_text()
+    for page in sorted(set(_PAGE_OF_CALL.findall(text))):
+        raw = quoted_raw(text, capture_module.load(page, ROOT / "docs" / "captures"))
+        assert raw == [], f"{md.name}: write these with quote(\"{page}\", STEP, TEXT): {raw}"
+
+
+def test_a_raw_quote_of_output_is_found():
+    markdown = ("The peer: `link-netns ns2`; `ip -n ns1 link show` is a command, `veth0` a name,\n"
+                "`veth0@if2: ... ns2` an elided quote and {{ quote('veth', 'show', 'UP') }} a checked one.\n"
+                "```\n`LOWER_UP`\n```\n")
+    assert quoted_raw(markdown, make_capture()) == ["link-netns ns2", "veth0@if2: ... ns2"]
+
