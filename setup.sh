@@ -55,4 +55,8 @@ PY
   fi
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt
+# Ctrl-C while invoke starts up: one line, not a traceback (deepdive/startup.py).
+site_packages=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
+printf 'import sys; p = "%s"; m = {"__name__": "deepdive.startup"}; exec(compile(open(p).read(), p, "exec"), m); m["at_startup"]()\n' \
+  "$PWD/deepdive/startup.py" > "$site_packages/deepdive.pth"
 echo "ready: .venv/bin/invoke --list shows the tasks"

@@ -1,28 +1,35 @@
 """invoke tasks: `lab` runs pages, `site` builds and serves the site, `slides` lists diagrams.
 
 Each task is a thin call into deepdive/; a DeepDiveError becomes one line on stderr and
-a non-zero exit status.
+a non-zero exit status, and so does Ctrl-C, at any moment (see deepdive/startup.py).
 """
 from __future__ import annotations
 
-import functools
-from typing import Callable
+from deepdive import startup
 
-from invoke import Collection, Context, Exit, task
+startup.install()  # first: until a task's body runs, Ctrl-C is one line and status 130
 
-from deepdive.model import DeepDiveError
+import functools  # noqa: E402
+from typing import Callable  # noqa: E402
+
+from invoke import Collection, Context, Exit, task  # noqa: E402
+
+from deepdive.model import DeepDiveError  # noqa: E402
 
 
 def one_line_errors(fn: Callable) -> Callable:
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
+            startup.task_starts()  # inside the try: an interrupt from here on is caught below
             return fn(*args, **kwargs)
         except DeepDiveError as exc:
             raise Exit(f"error: {exc}", code=1) from None
         except KeyboardInterrupt:
             from deepdive import cli
             raise Exit(cli.interrupted(), code=130) from None
+        finally:
+            startup.task_ends()
     return wrapper
 
 

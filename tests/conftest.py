@@ -56,3 +56,12 @@ def caller_state() -> dict[str, object]:
         "mounts on /run": [l for l in Path("/proc/self/mounts").read_text().splitlines()
                            if " /run" in l],
     }
+
+
+def private_mounts() -> list[str]:
+    """unshare options for a mount namespace of the test's own (root, or a user
+    namespace), where it may mount over the checkout's docs/; skip without either."""
+    for options in (["--mount"], ["--user", "--map-root-user", "--mount"]):
+        if subprocess.run(["unshare", *options, "true"], capture_output=True).returncode == 0:
+            return options
+    pytest.skip("neither root nor user namespaces: no mount namespace of our own")

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import private_mounts
 from deepdive import capture as captures
 from deepdive import diagram, publish
 from deepdive.lab import Outcome
@@ -326,14 +327,6 @@ def test_publishing_the_committed_veth_capture_changes_no_byte(tmp_path):
 
 # --- a full disk, a read-only file system -------------------------------------------
 
-def _private_mounts() -> list[str]:
-    """unshare options for a mount namespace of our own, or skip."""
-    for options in (["--mount"], ["--user", "--map-root-user", "--mount"]):
-        if subprocess.run(["unshare", *options, "true"], capture_output=True).returncode == 0:
-            return options
-    pytest.skip("neither root nor user namespaces: no private mount namespace")
-
-
 @pytest.mark.parametrize("fs,reason", [("full", "No space left on device"), ("ro", "Read-only file system")])
 def test_a_full_or_read_only_file_system_is_one_line_and_changes_nothing(tmp_path, fs, reason):
     """docs/ on a real 1 MiB tmpfs, in a mount namespace of the test's own."""
@@ -368,7 +361,7 @@ def test_a_full_or_read_only_file_system_is_one_line_and_changes_nothing(tmp_pat
     """)
     docs = tmp_path / "docs"
     docs.mkdir()
-    res = subprocess.run(["unshare", *_private_mounts(), sys.executable, "-c", script, str(docs)],
+    res = subprocess.run(["unshare", *private_mounts(), sys.executable, "-c", script, str(docs)],
                          cwd=ROOT, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     result = json.loads(res.stdout)
