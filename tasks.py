@@ -24,7 +24,8 @@ def one_line_errors(fn: Callable) -> Callable:
             startup.task_starts()  # inside the try: an interrupt from here on is caught below
             return fn(*args, **kwargs)
         except DeepDiveError as exc:
-            raise Exit(f"error: {exc}", code=1) from None
+            from deepdive.text import sanitize_for_terminal
+            raise Exit(f"error: {sanitize_for_terminal(str(exc))}", code=1) from None
         except KeyboardInterrupt:
             from deepdive import cli
             raise Exit(cli.interrupted(), code=130) from None

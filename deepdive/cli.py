@@ -16,6 +16,7 @@ from deepdive import lab, registry
 from deepdive.capture import ROOT
 from deepdive.model import DeepDiveError, Page
 from deepdive.publish import ChecksFailed, publish
+from deepdive.text import sanitize_for_terminal
 
 console = Console(stderr=True, highlight=False)
 LABS = ("auto", "host", "vm")
@@ -73,7 +74,7 @@ def outcomes(pages: list[Page], lab_name: str) -> Iterator[lab.Outcome]:
                 def progress(line: str) -> None:
                     status.update(f"[bold]vm lab[/] ({names}): {line}")
                     if line.startswith("booting") or line == "the VM is up":
-                        console.print(f"vm lab: {line}", markup=False)
+                        console.print(sanitize_for_terminal(f"vm lab: {line}"), markup=False)
                 results = vmlab.run_pages(vm, progress)
             yield from results
 
@@ -135,7 +136,7 @@ def check(page: str | None, lab_name: str = "auto") -> None:
             drifted.append(name)
             console.print(f"[red]✗ {name}[/] differs from docs/captures/{name}.json:")
             for line in problems:
-                console.print(line, markup=False, soft_wrap=True)
+                console.print(sanitize_for_terminal(line), markup=False, soft_wrap=True)
         else:
             console.print(f"[green]✓ {name}[/] matches its capture ({outcome.seconds:.2f} s, {_lab_label(outcome)})")
     if drifted:
@@ -146,14 +147,14 @@ def check(page: str | None, lab_name: str = "auto") -> None:
 def clean() -> None:
     removed = lab.clean()
     for line in removed:
-        console.print(f"killed {line}", markup=False)
+        console.print(sanitize_for_terminal(f"killed {line}"), markup=False)
     console.print(f"lab.clean: {len(removed) or 'nothing'} left behind by earlier runs"
                   + (" removed" if removed else ""))
 
 
 def list_pages() -> None:
     for p in registry.load_all():
-        console.print(f"{p.name:10} {p.title}", markup=False)
+        console.print(sanitize_for_terminal(f"{p.name:10} {p.title}"), markup=False)
 
 
 def interrupted() -> str:

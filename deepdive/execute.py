@@ -1,4 +1,19 @@
-"""Run one command as an argument list, with a timeout, and record what happened."""
+"""Run one command as an argument list, with a timeout, and record what happened.
+
+What a command prints is read as bytes and stored as clean text (deepdive.text.decode):
+valid UTF-8 with undecodable bytes shown as `\\xNN`, escape sequences (colour included)
+stripped rather than rendered, a carriage return resolved as a terminal shows the line,
+other control characters dropped. So a capture can be published and printed as it is.
+
+Standard input is empty, a file (`< PATH`), or a here-document's text; the text goes
+through an in-memory file, not a pipe, so writing it can never block on the reader.
+
+Each stream keeps at most OUTPUT_LIMIT bytes. A command that prints more is killed
+with its process group at once (its pipes are closed, so nothing it runs can block on
+a full pipe), and its Result says so: exit status -9, and a last stderr line naming
+the stream and the limit. `cmd()` only accepts exit statuses 0-255, so such a result
+never matches what a snippet expects and the step fails with that line.
+"""
 from __future__ import annotations
 
 import ctypes
@@ -8,8 +23,15 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass
+from typing import IO
+
+from deepdive.text import decode
 
 PR_SET_PDEATHSIG = 1
+# Bytes kept per stream of one command. Real pages print a few kB per command; 1 MiB
+# leaves room for a long packet capture and keeps a capture file reviewable.
+OUTPUT_LIMIT = 1 << 20
+_CHUNK = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -38,79 +60,201 @@ class CommandTimeout(Exception):
         super().__init__(f"{' '.join(argv)} did not finish within {timeout:g} s")
 
 
-def _spawn(argv: tuple[str, ...]) -> subprocess.Popen:
-    """Start a lab command: its own process group (to kill it whole), dying with us,
-    with a fixed locale and width so that its output is the same on every machine."""
-    return subprocess.Popen(
-        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, env=dict(os.environ, LC_ALL="C", COLUMNS="200"),
-        start_new_session=True, preexec_fn=die_with_parent)
+def limit_text(limit: int) -> str:
+    """A byte count as a reader would say it: "1 MiB", "64 KiB", "100 bytes"."""
+    for unit, size in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if limit >= size and limit % size == 0:
+            return f"{limit // size} {unit}"
+    return f"{limit} bytes"
 
 
-def run(argv: tuple[str, ...], timeout: float) -> Result:
-    """Run argv in its own process group; on timeout kill the group and raise."""
+class _Drain:
+    """Reads one pipe in a thread until end of file or until `limit` bytes are kept.
+
+    Past the limit it calls `overflow` (which kills the command) and closes the pipe,
+    so a writer gets EPIPE instead of blocking on a pipe nobody reads.
+    """
+
+    def __init__(self, pipe: IO[bytes], limit: int, overflow) -> None:
+        self.data = bytearray()
+        self.overflowed = False
+        self._limit, self._overflow = limit, overflow
+        self._thread = threading.Thread(target=self._read, args=(pipe,), daemon=True)
+        self._thread.start()
+
+    def _read(self, pipe: IO[bytes]) -> None:
+        fd = pipe.fileno()
+        try:
+            while chunk := os.read(fd, _CHUNK):
+                room = self._limit - len(self.data)
+                if len(chunk) > room:
+                    self.data += chunk[:room]
+                    self.overflowed = True
+                    self._overflow()
+                    return
+                self.data += chunk
+        finally:
+            pipe.close()
+
+    def join(self, deadline: float) -> bool:
+        """Wait for end of file until `deadline` (time.monotonic()); True once reached."""
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        return not self._thread.is_alive()
+
+
+class _Process:
+    """A started command whose stdout and stderr are being drained."""
+
+    def __init__(self, argv: tuple[str, ...], stdin: int, limit: int):
+        self.argv = argv
+        # Own process group (to kill it whole), dying with us, with a fixed locale and
+        # width so that its output is the same on every machine.
+        self.proc = subprocess.Popen(
+            argv, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=dict(os.environ, LC_ALL="C", COLUMNS="200"),
+            start_new_session=True, preexec_fn=die_with_parent)
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        self.limit = limit
+        self.out = _Drain(self.proc.stdout, limit, self.kill)
+        self.err = _Drain(self.proc.stderr, limit, self.kill)
+
+    def signal(self, signum: int) -> None:
+        try:
+            os.killpg(self.proc.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+
+    def kill_and_reap(self) -> None:
+        self.kill()
+        self.proc.wait()
+
+    def finish(self, deadline: float) -> bool:
+        """Wait for end of file on both streams and for the exit; False at the deadline."""
+        if not (self.out.join(deadline) and self.err.join(deadline)):
+            return False
+        try:
+            self.proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
+    def result(self) -> Result:
+        stdout, stderr = decode(bytes(self.out.data)), decode(bytes(self.err.data))
+        rc = self.proc.returncode
+        over = [name for name, d in (("stdout", self.out), ("stderr", self.err)) if d.overflowed]
+        if over:
+            rc = -signal.SIGKILL  # killed for it, even if it managed to exit first
+            if stderr and not stderr.endswith("\n"):
+                stderr += "\n"
+            stderr += (f"[{over[0]} passed the output limit of {limit_text(self.limit)} "
+                       "(deepdive.execute.OUTPUT_LIMIT); the command was killed]\n")
+        return Result(self.argv, rc, stdout, stderr)
+
+
+def _open_stdin(stdin: str, heredoc: str) -> int:
+    """The file descriptor the command reads: /dev/null, the file `stdin`, or `heredoc`."""
+    if stdin:
+        return os.open(stdin, os.O_RDONLY | os.O_CLOEXEC)
+    if heredoc:
+        fd = os.memfd_create("heredoc", os.MFD_CLOEXEC)
+        data = memoryview(heredoc.encode())
+        while data:
+            data = data[os.write(fd, data):]
+        os.lseek(fd, 0, os.SEEK_SET)
+        return fd
+    return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+
+
+def _start(argv: tuple[str, ...], stdin: str, heredoc: str,
+           limit: int | None) -> _Process | Result:
+    """Start argv, or the Result a shell would give when it cannot be started.
+    `limit` None is OUTPUT_LIMIT, read now (so that tests may lower it)."""
     try:
-        proc = _spawn(argv)
+        fd = _open_stdin(stdin, heredoc)
+    except OSError as exc:  # as bash reports a failed `< PATH`, before running anything
+        return Result(argv, 1, "", f"{stdin}: {exc.strerror}\n")
+    try:
+        return _Process(argv, fd, OUTPUT_LIMIT if limit is None else limit)
     except FileNotFoundError:
         return Result(argv, 127, "", f"{argv[0]}: command not found\n")
     except PermissionError:
         return Result(argv, 126, "", f"{argv[0]}: permission denied\n")
+    finally:
+        os.close(fd)
+
+
+def run(argv: tuple[str, ...], timeout: float, *, stdin: str = "", heredoc: str = "",
+        limit: int | None = None) -> Result:
+    """Run argv in its own process group and return what it printed and its status.
+
+    `stdin` is a path to read standard input from, `heredoc` text to read instead
+    (at most one). On timeout (seconds) the group is killed and CommandTimeout raised;
+    output beyond `limit` bytes per stream (default OUTPUT_LIMIT) kills it too (see
+    the module docstring).
+    """
+    started = _start(argv, stdin, heredoc, limit)
+    if isinstance(started, Result):
+        return started
     try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        _kill_group(proc)
-        raise CommandTimeout(argv, timeout) from None
+        finished = started.finish(time.monotonic() + timeout)
     except BaseException:
-        _kill_group(proc)
+        started.kill_and_reap()
         raise
-    return Result(argv, proc.returncode, out, err)
+    if not finished:
+        started.kill_and_reap()
+        raise CommandTimeout(argv, timeout)
+    return started.result()
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait()
+def _in_lines(needle: bytes, data: bytearray) -> bool:
+    """Whether `needle` occurs in `data` before its last newline."""
+    return data.find(needle, 0, data.rfind(b"\n") + 1) != -1
 
 
 class Background:
-    """A command that runs while the rest of a step does (a packet capture, say)."""
+    """A command that runs while the rest of a step does (a packet capture, say).
 
-    def __init__(self, argv: tuple[str, ...]):
+    One that cannot be started is not an error here: `stop()` returns the Result a
+    shell would give (127, 126), as `run()` does, and the step fails on its status.
+    """
+
+    def __init__(self, argv: tuple[str, ...], limit: int | None = None):
         self.argv = argv
-        self._out: list[str] = []
-        self._err: list[str] = []
-        self.proc = _spawn(argv)
-        self._readers = [threading.Thread(target=self._drain, args=(s, b), daemon=True)
-                         for s, b in ((self.proc.stdout, self._out), (self.proc.stderr, self._err))]
-        for t in self._readers:
-            t.start()
-
-    @staticmethod
-    def _drain(stream, sink: list[str]) -> None:
-        for line in stream:
-            sink.append(line)
+        started = _start(argv, "", "", limit)
+        self._started = started if isinstance(started, _Process) else None
+        self._failed = started if isinstance(started, Result) else None
+        self.proc = self._started.proc if self._started else None
 
     def wait_ready(self, text: str, timeout: float) -> bool:
-        """Wait until `text` shows in its output; False if it exits or time runs out."""
+        """Wait until `text` shows in a complete line of its output (as printed, before
+        cleaning): a program that said it is ready has finished saying so. False if it
+        exits, never started, or time runs out."""
+        if self._started is None:
+            return False
+        needle = text.encode()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if text in "".join(self._out) + "".join(self._err):
+            if any(_in_lines(needle, d.data) for d in (self._started.out, self._started.err)):
                 return True
-            if self.proc.poll() is not None:
+            if self._started.proc.poll() is not None:
                 return False
             time.sleep(0.01)
         return False
 
     def stop(self, timeout: float) -> Result:
         """SIGINT (a capture prints its summary on it), then SIGKILL if it lingers."""
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGINT)
+        if self._started is None:
+            assert self._failed is not None
+            return self._failed
+        proc = self._started.proc
+        if proc.poll() is None:
+            self._started.signal(signal.SIGINT)
             try:
-                self.proc.wait(timeout=timeout)
+                proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                _kill_group(self.proc)
-        for t in self._readers:
-            t.join(timeout=2)
-        return Result(self.argv, self.proc.returncode, "".join(self._out), "".join(self._err))
+                self._started.kill_and_reap()
+        self._started.finish(time.monotonic() + 2)
+        return self._started.result()

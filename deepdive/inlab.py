@@ -117,16 +117,16 @@ def run_step(page: Page, step: Step) -> list[Result]:
 def _expect(page: Page, step: Step, c: Cmd, res: Result) -> None:
     if res.rc != c.rc:
         detail = (res.stderr or res.stdout).strip().splitlines()
-        raise StepFailed(f"page {page.name}, step {step.id}: `{c.text}` exited {res.rc}, expected {c.rc}"
+        raise StepFailed(f"page {page.name}, step {step.id}: `{c.line}` exited {res.rc}, expected {c.rc}"
                          + (f": {detail[-1]}" if detail else "") + f" ({c.where})")
 
 
 def _execute(page: Page, step: Step | None, c: Cmd) -> Result:
     where = f"page {page.name}, step {step.id}" if step else f"page {page.name}, check probe"
     try:
-        res = execute.run(c.argv, c.timeout)
+        res = execute.run(c.argv, c.timeout, stdin=c.stdin, heredoc=c.heredoc)
     except CommandTimeout as exc:
-        raise StepFailed(f"{where}: `{c.text}` timed out: {exc}") from None
+        raise StepFailed(f"{where}: `{c.line}` timed out: {exc}") from None
     if step is not None:
         _expect(page, step, c, res)
     return res

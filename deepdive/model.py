@@ -58,6 +58,13 @@ class Cmd:
 
     `rc` is the exit status the prose expects: a ping that must not get through is
     declared with rc=1, and anything else stops the run.
+
+    Standard input is empty unless the command reads a file the page shows (`stdin`,
+    an absolute path, shown as `< PATH`) or a here-document (`heredoc`, shown as
+    `<<'EOF' ... EOF` lines after the command). Both are shown the way bash takes them,
+    so the text a reader copies runs as it ran here. Environment variables are set
+    with the real `env` program in the command itself (`env CNI_COMMAND=ADD ...
+    /usr/lib/cni/bridge`): shown and run alike, and typeable as it is.
     """
 
     argv: tuple[str, ...]
@@ -69,15 +76,42 @@ class Cmd:
     # is the text it prints once it is listening; the step waits for it.
     background: bool = False
     ready: str = ""
+    stdin: str = ""
+    heredoc: str = ""
 
     @property
     def text(self) -> str:
-        return shlex.join(self.argv) + (" &" if self.background else "")
+        """The command as a reader types it into bash, here-document lines included."""
+        text = shlex.join(self.argv)
+        if self.stdin:
+            text += f" < {shlex.quote(self.stdin)}"
+        if self.heredoc:
+            text += f" <<'{HEREDOC_END}'\n{self.heredoc}{HEREDOC_END}"
+        return text + (" &" if self.background else "")
+
+    @property
+    def line(self) -> str:
+        """`text` on one line, for messages: a here-document is summed up, not spelt out."""
+        if not self.heredoc:
+            return self.text
+        lines = self.heredoc.count("\n")
+        return f"{shlex.join(self.argv)} <<'{HEREDOC_END}' ({lines} line{'s' * (lines != 1)})"
+
+
+# The here-document delimiter; quoted in Cmd.text, so bash expands nothing inside.
+HEREDOC_END = "EOF"
 
 
 def cmd(command: str, *, rc: int = 0, timeout: float = DEFAULT_TIMEOUT,
-        background: bool = False, ready: str = "") -> Cmd:
-    """Declare a command from the text a reader would type; split like a shell would."""
+        background: bool = False, ready: str = "", stdin: str = "", heredoc: str = "") -> Cmd:
+    """Declare a command from the text a reader would type; split like a shell would.
+
+    stdin: absolute path of a file to read standard input from (`cmd("nft -f -",
+      stdin="/etc/nftables/kube.nft")`); heredoc: text to read instead, shown as a
+      here-document (`cmd("iptables-restore", heredoc=rules)`). Not with background.
+    Raises SnippetError at the caller's file:line for shell syntax, a bad timeout, an
+    exit status outside 0-255, or a stdin/heredoc that bash would read differently.
+    """
     where = _caller_location()
     if ready and not background:
         raise SnippetError(f"{where}: ready= only applies to background commands")
@@ -93,10 +127,60 @@ def cmd(command: str, *, rc: int = 0, timeout: float = DEFAULT_TIMEOUT,
     if not argv:
         raise SnippetError(f"{where}: empty command")
     if any(w and set(w) <= set(SHELL_OPERATORS) for w in words):
-        raise SnippetError(f"{where}: {command!r} uses shell syntax; commands run without a shell")
+        raise SnippetError(f"{where}: {command!r} uses shell syntax; commands run without a shell"
+                           " (standard input: stdin= or heredoc=; environment: `env VAR=value ...`)")
     if not timeout > 0:  # also refuses NaN
         raise SnippetError(f"{where}: timeout must be positive, got {timeout}")
-    return Cmd(argv=argv, rc=rc, timeout=timeout, where=where, background=background, ready=ready)
+    # Negative statuses are how a death by signal is recorded (an output limit's kill
+    # among them): no snippet may expect one.
+    if isinstance(rc, bool) or not isinstance(rc, int) or not 0 <= rc <= 255:
+        raise SnippetError(f"{where}: rc must be an exit status from 0 to 255, got {rc!r}")
+    _check_input(where, stdin, heredoc, background)
+    return Cmd(argv=argv, rc=rc, timeout=timeout, where=where, background=background, ready=ready,
+               stdin=stdin, heredoc=heredoc)
+
+
+def write_file(path: str, content: str, *, timeout: float = DEFAULT_TIMEOUT) -> Cmd:
+    """A command that writes `content` to the file `path`, as a reader would: with the
+    real `tee PATH` reading a here-document, so its recorded output is what the file
+    now holds. `content` gets a final newline if it lacks one (bash adds it too).
+
+    Raises SnippetError at the caller's line for a relative path, empty content, or
+    content bash could not take as a here-document (a line `EOF`, control characters).
+    """
+    where = _caller_location()
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise SnippetError(f"{where}: write_file needs an absolute path, got {path!r}")
+    if not timeout > 0:
+        raise SnippetError(f"{where}: timeout must be positive, got {timeout}")
+    if not isinstance(content, str) or not content:
+        raise SnippetError(f"{where}: write_file needs the file's content as non-empty text")
+    if not content.endswith("\n"):
+        content += "\n"
+    _check_input(where, "", content, False)
+    return Cmd(argv=("tee", path), timeout=timeout, where=where, heredoc=content)
+
+
+def _check_input(where: str, stdin: str, heredoc: str, background: bool) -> None:
+    """Refuse standard input that would not run as shown (see Cmd)."""
+    if not isinstance(stdin, str) or not isinstance(heredoc, str):
+        raise SnippetError(f"{where}: stdin= takes a path and heredoc= text, as strings")
+    if stdin and heredoc:
+        raise SnippetError(f"{where}: a command reads stdin= or heredoc=, not both")
+    if (stdin or heredoc) and background:
+        raise SnippetError(f"{where}: background commands read no standard input")
+    if stdin and (not stdin.startswith("/") or "\n" in stdin):
+        raise SnippetError(f"{where}: stdin= needs an absolute path, got {stdin!r}")
+    if heredoc:
+        if not heredoc.endswith("\n"):
+            raise SnippetError(f"{where}: heredoc= text must end with a newline, as bash reads it")
+        if HEREDOC_END in heredoc[:-1].split("\n"):
+            raise SnippetError(f"{where}: heredoc text has a line {HEREDOC_END!r}, which would end "
+                               "the here-document early")
+        bad = sorted({c for c in heredoc if (ord(c) < 32 and c not in "\t\n") or ord(c) == 127})
+        if bad:
+            raise SnippetError(f"{where}: heredoc text has control characters {bad!r}, "
+                               "which a reader cannot type")
 
 
 @dataclass(frozen=True)

@@ -107,22 +107,27 @@ def publish_files(page: str, capture: dict[str, Any], docs: Path = captures.DOCS
 
 @contextlib.contextmanager
 def _stage(page: str, docs: Path) -> Iterator[Path]:
-    """A fresh stage directory in `docs`, locked by this process, removed at the end."""
+    """A fresh stage directory in `docs`, locked by this process, removed at the end.
+    An interrupt while it is made takes effect once it can be removed."""
+    stage: Path | None = None
+    fd: int | None = None
     try:
-        docs.mkdir(parents=True, exist_ok=True)
-        with _locked(docs):  # so that no one sees the stage before its lock is taken
-            stage = Path(tempfile.mkdtemp(prefix=f"{STAGE_PREFIX}{page}-", dir=docs))
-            fd = os.open(stage, os.O_RDONLY | os.O_DIRECTORY)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-    except OSError as exc:
-        raise _cannot_stage(page, docs, exc.strerror or str(exc)) from None
-    try:
+        with _signals_held():
+            try:
+                docs.mkdir(parents=True, exist_ok=True)
+                with _locked(docs):  # so that no one sees the stage before its lock is taken
+                    stage = Path(tempfile.mkdtemp(prefix=f"{STAGE_PREFIX}{page}-", dir=docs))
+                    fd = os.open(stage, os.O_RDONLY | os.O_DIRECTORY)
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError as exc:
+                raise _cannot_stage(page, docs, exc.strerror or str(exc)) from None
         yield stage
     finally:
         with _signals_held():
-            if not (stage / MANIFEST).exists():  # else its undo failed: the next run retries
-                shutil.rmtree(stage, ignore_errors=True)
-            os.close(fd)
+            if stage is not None and not (stage / MANIFEST).exists():  # else its undo failed:
+                shutil.rmtree(stage, ignore_errors=True)                # the next run retries
+            if fd is not None:
+                os.close(fd)
 
 
 def _changed(stage: Path, docs: Path, capture: dict[str, Any]) -> list[str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 from deepdive import execute
 from deepdive.checks import CheckContext
 from deepdive.execute import Background, CommandTimeout, Result
+from deepdive.model import Page, cmd, write_file
 
 PY = (sys.executable, "-S", "-c")
 
@@ -201,6 +203,156 @@ def test_background_without_the_ready_text_is_not_ready_after_the_timeout():
     assert (res.rc, res.stdout) == (0, "ready\nbye\n")
     assert not _alive(bg.proc.pid)
 
+
+def test_background_that_cannot_start_gives_the_shells_status_when_stopped():
+    bg = Background(("dd-no-such-program-here", "-i", "eth0"))
+    assert bg.wait_ready("listening", 1) is False
+    res = bg.stop(timeout=1)
+    assert res.rc == 127 and "dd-no-such-program-here: command not found" in res.stderr
+
+
+def test_background_is_ready_once_the_ready_text_ends_a_line():
+    prog = ("import sys, time; sys.stdout.write('listening'); sys.stdout.flush(); time.sleep(0.6); "
+            "print(' on eth0', flush=True); time.sleep(30)")
+    bg = Background(PY + (prog,))
+    try:
+        assert bg.wait_ready("listening", 0.3) is False  # said, but not finished saying
+        assert bg.wait_ready("listening", 5) is True
+    finally:
+        res = bg.stop(timeout=0.2)
+    assert res.stdout == "listening on eth0\n"
+
+# --- standard input -------------------------------------------------------------------
+
+def test_stdin_is_read_from_a_file_as_bash_redirects_it(tmp_path):
+    conf = tmp_path / "10-pod.conf"
+    conf.write_text('{"cniVersion": "0.4.0"}\n')
+    prog = "import os, stat, sys; print(stat.S_ISREG(os.fstat(0).st_mode)); print(sys.stdin.read(), end='')"
+    res = execute.run(PY + (prog,), 5, stdin=str(conf))
+    assert (res.rc, res.stdout) == (0, 'True\n{"cniVersion": "0.4.0"}\n')
+
+
+def test_a_missing_stdin_file_fails_like_bash_without_running_the_command(tmp_path):
+    ran = tmp_path / "ran"
+    res = execute.run(("touch", str(ran)), 5, stdin=str(tmp_path / "nowhere.conf"))
+    assert res.rc == 1
+    assert res.stderr == f"{tmp_path / 'nowhere.conf'}: No such file or directory\n"
+    assert not ran.exists()
+
+
+def test_heredoc_text_is_the_commands_stdin():
+    res = execute.run(("cat",), 5, heredoc="line 1\n\tline 2 $HOME `x`\n")
+    assert res.stdout == "line 1\n\tline 2 $HOME `x`\n"
+
+
+def test_a_large_heredoc_never_blocks_a_command_that_does_not_read_it():
+    started = time.monotonic()
+    res = execute.run(("true",), 5, heredoc="x" * (8 << 20) + "\n")
+    assert res.rc == 0 and time.monotonic() - started < 3
+
+
+@pytest.mark.parametrize("declare", [
+    lambda d: write_file(f"{d}/net.d/10-pod.conf", '{\n  "type": "bridge",\n\t"name": "pod"\n}'),
+    lambda d: cmd("env CNI_COMMAND=ADD 'CNI_ARGS=K8S_POD_NAME=web;IgnoreUnknown=1' "
+                  "sh -c 'echo $CNI_COMMAND $CNI_ARGS; cat'", stdin=f"{d}/net.d/10-pod.conf"),
+    lambda d: cmd("sh -c 'read a; echo \"got $a\"'", heredoc="it's $HOME\n"),
+], ids=["write_file", "env-and-stdin", "heredoc"])
+def test_what_the_page_shows_runs_in_bash_as_it_ran_here(tmp_path, declare):
+    """Cmd.text, typed into bash, prints what the lab recorded and leaves the same files."""
+    lab, reader = tmp_path / "lab", tmp_path / "reader"
+    for d in (lab, reader):
+        (d / "net.d").mkdir(parents=True)
+        (d / "net.d" / "10-pod.conf").write_text('{"type": "bridge"}\n')
+    ran = declare(lab)
+    recorded = execute.run(ran.argv, 5, stdin=ran.stdin, heredoc=ran.heredoc)
+    typed = subprocess.run(["bash", "-c", declare(reader).text], capture_output=True, text=True)
+    assert recorded.rc == typed.returncode == 0, (recorded, typed.stderr)
+    assert recorded.stdout == typed.stdout.replace(str(reader), str(lab))
+    assert recorded.stdout.strip()
+    assert (lab / "net.d" / "10-pod.conf").read_text() == (reader / "net.d" / "10-pod.conf").read_text()
+
+
+# --- what a command prints --------------------------------------------------------------
+
+def test_output_that_is_not_utf8_is_kept_visibly():
+    res = execute.run(("printf", "caf\\303\\251 \\377\\376 end\\n"), 5)
+    assert (res.rc, res.stdout) == (0, "caf\u00e9 \\xff\\xfe end\n")
+
+
+def test_escape_sequences_are_stripped_from_both_streams():
+    prog = ("import sys; print('\\x1b[36mveth0\\x1b[0m\\x1b]0;title\\x07 up', flush=True); "
+            "print('\\x1b[1;31merror\\x1b[0m\\r', file=sys.stderr)")
+    res = execute.run(PY + (prog,), 5)
+    assert (res.stdout, res.stderr) == ("veth0 up\n", "error\n")
+
+
+def test_output_past_the_limit_kills_the_command_and_says_so():
+    started = time.monotonic()
+    res = execute.run(("yes", "0123456789"), 10, limit=1000)
+    assert time.monotonic() - started < 3  # killed at once, not at the timeout
+    assert res.rc == -signal.SIGKILL
+    assert len(res.stdout) == 1000 and res.stdout.startswith("0123456789\n")
+    assert res.stderr.splitlines()[-1] == ("[stdout passed the output limit of 1000 bytes "
+                                           "(deepdive.execute.OUTPUT_LIMIT); the command was killed]")
+
+
+def test_the_limit_applies_per_stream_and_to_stderr():
+    assert execute.run(("sh", "-c", "head -c 1000 /dev/zero; head -c 1000 /dev/zero >&2"), 5, limit=1000).rc == 0
+    res = execute.run(("sh", "-c", "head -c 1001 /dev/zero >&2; exit 0"), 5, limit=1000)
+    assert res.rc == -signal.SIGKILL  # even if it managed to exit first
+    assert "[stderr passed the output limit of 1000 bytes" in res.stderr
+
+
+def test_the_default_limit_is_one_mebibyte():
+    assert execute.OUTPUT_LIMIT == 1 << 20 and execute.limit_text(execute.OUTPUT_LIMIT) == "1 MiB"
+    res = execute.run(PY + ("import sys; sys.stdout.write('x' * (3 << 20))",), 10)
+    assert res.rc == -signal.SIGKILL and len(res.stdout) == 1 << 20
+    assert "limit of 1 MiB" in res.stderr
+
+
+def test_writers_past_the_limit_never_block_and_leave_no_process(tmp_path):
+    pids = tmp_path / "pids"
+    script = f"(sleep 0.2; yes) & echo $! > {pids}; (sleep 0.2; yes >&2) & echo $! >> {pids}; wait"
+    started = time.monotonic()
+    res = execute.run(("sh", "-c", script), 10, limit=4096)
+    assert time.monotonic() - started < 3
+    assert res.rc == -signal.SIGKILL
+    for pid in map(int, pids.read_text().split()):
+        assert _eventually(lambda: not _alive(pid))
+
+
+def test_a_background_command_past_the_limit_is_killed_and_says_so():
+    bg = Background(("yes",), limit=4096)
+    assert _eventually(lambda: bg.proc.poll() is not None), "still running past the limit"
+    res = bg.stop(timeout=1)
+    assert res.rc == -signal.SIGKILL and len(res.stdout) == 4096
+    assert "[stdout passed the output limit of 4 KiB" in res.stderr
+
+
+def test_a_step_past_the_limit_fails_in_one_line_naming_page_step_command_and_limit(monkeypatch):
+    from deepdive import inlab
+    monkeypatch.setattr(execute, "OUTPUT_LIMIT", 1000)
+    page = Page(name="big", title="Big")
+    for sid, command in (("loud", cmd("yes")), ("quiet", cmd("yes", background=True))):
+        step = page.step(sid, "Loud", command, "sleep 0.5")
+        with pytest.raises(inlab.StepFailed) as info:
+            inlab.run_step(page, step)
+        message = str(info.value)
+        assert "\n" not in message
+        assert message.startswith(f"page big, step {sid}: `{command.text}` exited -9, expected 0: "
+                                  "[stdout passed the output limit of 1000 bytes")
+
+
+def test_a_failing_write_file_step_is_one_line_with_the_heredoc_summed_up(tmp_path):
+    from deepdive import inlab
+    page = Page(name="files", title="Files")
+    step = page.step("write", "Write", write_file(f"{tmp_path}/no/such/dir/10-pod.conf", "{}\n{}\n"))
+    with pytest.raises(inlab.StepFailed) as info:
+        inlab.run_step(page, step)
+    assert str(info.value).startswith(
+        f"page files, step write: `tee {tmp_path}/no/such/dir/10-pod.conf <<'EOF' (2 lines)` exited 1, expected 0: "
+        f"tee: {tmp_path}/no/such/dir/10-pod.conf: No such file or directory")
+    assert "\n" not in str(info.value)
 
 # --- CheckContext --------------------------------------------------------------------
 

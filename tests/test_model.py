@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from deepdive import registry
-from deepdive.model import Cmd, Needs, Page, SnippetError, Step, cmd
+from deepdive.model import Cmd, Needs, Page, SnippetError, Step, cmd, write_file
 
 MARK = "# <- here"
 
@@ -232,6 +232,72 @@ def test_other_shell_operators_are_rejected(text):
 def test_nan_timeout_is_rejected():
     with pytest.raises(SnippetError, match="timeout"):
         cmd("sleep 1", timeout=float("nan"))
+
+
+# --- standard input, environment, files a page writes ----------------------------------
+
+def test_environment_goes_through_the_real_env_program():
+    c = cmd("env CNI_COMMAND=ADD CNI_NETNS=/run/netns/pod1 'CNI_ARGS=IgnoreUnknown=1;K8S_POD_NAME=web' "
+            "CNI_IFNAME=eth0 CNI_PATH=/usr/lib/cni /usr/lib/cni/bridge")
+    assert c.argv == ("env", "CNI_COMMAND=ADD", "CNI_NETNS=/run/netns/pod1",
+                      "CNI_ARGS=IgnoreUnknown=1;K8S_POD_NAME=web", "CNI_IFNAME=eth0",
+                      "CNI_PATH=/usr/lib/cni", "/usr/lib/cni/bridge")
+    assert tuple(shlex.split(c.text)) == c.argv
+
+
+def test_stdin_from_a_file_is_shown_as_a_redirection():
+    c = cmd("env CNI_COMMAND=ADD /usr/lib/cni/bridge", stdin="/etc/cni/net.d/10 pod.conf")
+    assert (c.stdin, c.heredoc) == ("/etc/cni/net.d/10 pod.conf", "")
+    assert c.argv == ("env", "CNI_COMMAND=ADD", "/usr/lib/cni/bridge")
+    assert c.text == "env CNI_COMMAND=ADD /usr/lib/cni/bridge < '/etc/cni/net.d/10 pod.conf'"
+    assert c.line == c.text
+
+
+def test_write_file_is_tee_reading_a_quoted_heredoc():
+    c = write_file("/etc/cni/net.d/10-pod.conf", '{\n  "name": "$pod"\n}')
+    assert c.argv == ("tee", "/etc/cni/net.d/10-pod.conf")
+    assert c.heredoc == '{\n  "name": "$pod"\n}\n'  # the final newline bash adds
+    assert c.text == "tee /etc/cni/net.d/10-pod.conf <<'EOF'\n{\n  \"name\": \"$pod\"\n}\nEOF"
+    assert c.line == "tee /etc/cni/net.d/10-pod.conf <<'EOF' (3 lines)"
+    assert (c.rc, c.background, c.stdin) == (0, False, "")
+    assert c.where.rpartition(":")[0].endswith("test_model.py")
+
+
+def test_heredoc_on_any_command():
+    c = cmd("nft -f -", heredoc="table ip t {\n}\n")
+    assert c.text == "nft -f - <<'EOF'\ntable ip t {\n}\nEOF"
+
+
+@pytest.mark.parametrize("call, says", [
+    ('cmd("cat", stdin="etc/cni/10-pod.conf")', "absolute path"),
+    ('cmd("cat", stdin="./10-pod.conf")', "absolute path"),
+    ('cmd("cat", stdin=3)', "as strings"),
+    ('cmd("cat", stdin="/a", heredoc="b\\n")', "not both"),
+    ('cmd("tcpdump -l", background=True, stdin="/etc/x")', "background"),
+    ('cmd("cat", heredoc="no final newline")', "end with a newline"),
+    ('cmd("cat", heredoc="a\\nEOF\\nb\\n")', "line 'EOF'"),
+    ('cmd("cat", heredoc="a\\x1b[31m\\n")', "control characters"),
+    ('cmd("cat < /etc/x")', "stdin="),
+    ('cmd("ping -c 1 10.0.0.9", rc=-9)', "rc must be an exit status from 0 to 255"),
+    ('cmd("ping -c 1 10.0.0.9", rc=256)', "rc must be an exit status"),
+    ('cmd("ping -c 1 10.0.0.9", rc=True)', "rc must be an exit status"),
+    ('write_file("etc/cni/10-pod.conf", "{}")', "absolute path"),
+    ('write_file("/etc/x", "")', "non-empty"),
+    ('write_file("/etc/x", "a\\nEOF\\nb")', "line 'EOF'"),
+    ('write_file("/etc/x", "a\\nEOF")', "line 'EOF'"),
+    ('write_file("/etc/x", "a\\rb")', "control characters"),
+    ('write_file("/etc/x", "a", timeout=0)', "timeout must be positive"),
+])
+def test_bad_input_is_reported_at_its_file_and_line(tmp_path, call, says):
+    lines = page_with("from deepdive.model import write_file",
+                      f'page.step("second", "Second", {call})  {MARK}')
+    message, where = load_error(tmp_path, "bad", lines)
+    assert message.startswith(where), message
+    assert says in message, message
+
+
+def test_a_line_that_merely_contains_eof_is_fine():
+    assert write_file("/etc/x", "EOF is not alone here\n  EOF\nEOFX\n").heredoc.count("EOF") == 3
 
 
 # --- steps ---------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -155,6 +156,21 @@ def test_an_interrupt_while_staging_leaves_the_old_set_and_nothing_else(docs, mo
         return fake_render(*args)
 
     monkeypatch.setattr(diagram, "render", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        written(docs, sample(address="10.0.0.9/24"))
+    assert files(docs) == published(sample())
+
+
+def test_an_interrupt_as_the_stage_is_made_leaves_nothing(docs, monkeypatch):
+    written(docs, sample())
+    real_mkdtemp = tempfile.mkdtemp
+
+    def mkdtemp(**kwargs):
+        made = real_mkdtemp(**kwargs)
+        os.kill(os.getpid(), signal.SIGINT)
+        return made
+
+    monkeypatch.setattr(tempfile, "mkdtemp", mkdtemp)
     with pytest.raises(KeyboardInterrupt):
         written(docs, sample(address="10.0.0.9/24"))
     assert files(docs) == published(sample())
