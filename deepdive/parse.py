@@ -41,6 +41,12 @@ def replies(ping_output: str) -> list[Reply]:
                                  r"icmp_seq=(?P<seq>\d+) ttl=(?P<ttl>\d+)", ping_output, re.M)]
 
 
+def answered(ping_output: str, by: str, count: int = 1) -> bool:
+    """Whether ping printed exactly `count` replies, all from `by`: one to each of its
+    requests 1..count, and no other (a reply from elsewhere, a duplicate, a gap all fail)."""
+    return [(r.source, r.seq) for r in replies(ping_output)] == [(by, i) for i in range(1, count + 1)]
+
+
 def neighbour(ip_neigh_output: str, address: str) -> tuple[str | None, str] | None:
     """(MAC, state) of `address` in `ip neigh show` output, or None when it has no entry.
 

@@ -5,7 +5,7 @@ Run with `invoke lab.run --page bridge`; the page is docs/interfaces/bridge.md.
 import re
 
 from deepdive.model import Needs, Page, cmd
-from deepdive.parse import learned, replies
+from deepdive.parse import answered, learned
 from deepdive.snapshot import holders
 
 page = Page(
@@ -113,7 +113,7 @@ def _(lab):
 
 @page.check("ping", "Namespaces attached to the bridge reach each other: 10.0.0.2 answered all 3 pings")
 def _(lab):
-    return [(r.source, r.seq) for r in replies(lab.output("ping -c 3"))] == [("10.0.0.2", i) for i in (1, 2, 3)]
+    return answered(lab.output("ping -c 3"), "10.0.0.2", 3)
 
 
 @page.check("ping", "ns3 saw the ARP broadcast but none of the pings between ns1 and ns2")
@@ -139,7 +139,7 @@ def _(lab):
 @page.check("address", "The bridge's own address 10.0.0.254 answers from every namespace")
 def _(lab):
     return holders(lab.snapshot, "10.0.0.254") == [("host", "br0")] and all(
-        [r.source for r in replies(lab.output(f"ns{i} ping -c 1 -W 1 10.0.0.254"))] == ["10.0.0.254"]
+        answered(lab.output(f"ns{i} ping -c 1 -W 1 10.0.0.254"), "10.0.0.254")
         for i in (1, 2, 3))
 
 

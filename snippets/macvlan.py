@@ -5,7 +5,7 @@ Run with `invoke lab.run --page macvlan`; the page is docs/interfaces/macvlan.md
 import re
 
 from deepdive.model import Needs, Page, cmd
-from deepdive.parse import received, replies, transmitted
+from deepdive.parse import answered, received, transmitted
 from deepdive.snapshot import holders
 
 page = Page(
@@ -126,8 +126,7 @@ def _(lab):
 
 @page.check("between", "The two children reach each other: ns1's ping is answered from macvlan2's 10.0.0.2")
 def _(lab):
-    answered = [r.source for r in replies(lab.output("ns1 ping -c 1 -W 1 10.0.0.2", step="between"))]
-    return answered == ["10.0.0.2"] and holders(lab.snapshot, "10.0.0.2") == [("ns2", "macvlan2")]
+    return answered(lab.output("ns1 ping -c 1 -W 1 10.0.0.2", step="between"), "10.0.0.2") and holders(lab.snapshot, "10.0.0.2") == [("ns2", "macvlan2")]
 
 
 @page.check("between", "Only ns1's ARP broadcast reached the LAN; the pings between the children never left node")
@@ -140,7 +139,7 @@ def _(lab):
 @page.check("outside", "ns1, ns2 and node all reach the LAN through the one cable: each ping is answered from 10.0.0.100")
 def _(lab):
     return holders(lab.snapshot, "10.0.0.100") == [("lan", "eth0")] and all(
-        [r.source for r in replies(lab.output(f"{n} ping -c 1 -W 1 10.0.0.100", step="outside"))] == ["10.0.0.100"]
+        answered(lab.output(f"{n} ping -c 1 -W 1 10.0.0.100", step="outside"), "10.0.0.100")
         for n in ("ns1", "ns2", "node"))
 
 
@@ -178,7 +177,7 @@ def _(lab):
 @page.check("fix", "Through macvlan0, node reaches its child ns1 and still reaches the LAN")
 def _(lab):
     snap = lab.snapshot
-    return all([r.source for r in replies(lab.output(f"ip netns exec node ping -c 1 -W 1 {ip}", step="fix"))] == [ip]
+    return all(answered(lab.output(f"ip netns exec node ping -c 1 -W 1 {ip}", step="fix"), ip)
                and holders(snap, ip) == [where]
                for ip, where in (("10.0.0.1", ("ns1", "macvlan1")), ("10.0.0.100", ("lan", "eth0"))))
 

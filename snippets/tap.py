@@ -6,7 +6,7 @@ that plays the other end is snippets/programs/tuntap_reader.py.
 import re
 
 from deepdive.model import Needs, Page, cmd
-from deepdive.parse import learned, neighbour, received, replies, transmitted
+from deepdive.parse import answered, learned, neighbour, received, transmitted
 
 page = Page(
     name="tap",
@@ -127,8 +127,7 @@ def _(lab):
 @page.check("answer", "Both pings are answered by 10.0.2.2, and the host learned 10.0.2.2 at the program's MAC "
                      "address: the entry is REACHABLE, not PERMANENT")
 def _(lab):
-    answered = [(r.source, r.seq) for r in replies(lab.output("ping -c 2", step="answer"))]
-    return (answered == [("10.0.2.2", 1), ("10.0.2.2", 2)]
+    return (answered(lab.output("ping -c 2", step="answer"), "10.0.2.2", 2)
             and neighbour(lab.output("neigh show dev tap0", step="answer"), "10.0.2.2")
             == ("02:00:00:00:0a:02", "REACHABLE"))
 
@@ -160,7 +159,6 @@ def _(lab):
 def _(lab):
     fdb = lab.output("fdb show br br0 dynamic")
     echoes = [h for h, p in frames(lab, "bridged") if "ICMP echo request" in p]
-    answered = [(r.source, r.seq) for r in replies(lab.output("ping -c 2", step="bridged"))]
-    return (answered == [("10.0.2.2", 1), ("10.0.2.2", 2)]
+    return (answered(lab.output("ping -c 2", step="bridged"), "10.0.2.2", 2)
             and echoes == ["dst 02:00:00:00:0a:02 src 02:00:00:00:01:01 type 0x0800"] * 2
             and learned(fdb, "02:00:00:00:0a:02 dev tap0") and learned(fdb, "02:00:00:00:01:01 dev veth1"))

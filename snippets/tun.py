@@ -4,7 +4,7 @@ Run with `invoke lab.run --page tun`; the page is docs/interfaces/tun.md. The pr
 that plays the other end is snippets/programs/tuntap_reader.py.
 """
 from deepdive.model import Needs, Page, cmd
-from deepdive.parse import received, replies, transmitted
+from deepdive.parse import answered, received, transmitted
 
 page = Page(
     name="tun",
@@ -97,8 +97,7 @@ def _(lab):
 @page.check("answer", "With the program writing echo replies into tun0, both pings are answered")
 def _(lab):
     out = reader(lab, "answer")
-    answered = [(r.source, r.seq) for r in replies(lab.output("ping -c 2", step="answer"))]
-    return (answered == [("10.0.1.2", 1), ("10.0.1.2", 2)]
+    return (answered(lab.output("ping -c 2", step="answer"), "10.0.1.2", 2)
             and out.count("ICMP echo request") == 2 and out.count("write 84 bytes") == 2)
 
 

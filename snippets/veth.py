@@ -3,7 +3,7 @@
 Run with `invoke lab.run --page veth`; the page is docs/interfaces/veth.md.
 """
 from deepdive.model import Needs, Page, cmd
-from deepdive.parse import neighbour, received, replies, transmitted
+from deepdive.parse import answered, neighbour, received, transmitted
 
 page = Page(
     name="veth",
@@ -66,7 +66,7 @@ def _(lab):
 
 @page.check("ping", "All three pings from ns1 are answered by 10.0.0.2, one reply to each")
 def _(lab):
-    return [(r.source, r.seq) for r in replies(lab.output("ping -c 3"))] == [("10.0.0.2", i) for i in (1, 2, 3)]
+    return answered(lab.output("ping -c 3"), "10.0.0.2", 3)
 
 
 @page.check("ping", "ns1 learned veth1's MAC address for 10.0.0.2 by ARP: the entry is REACHABLE, not PERMANENT")
@@ -91,5 +91,4 @@ def _(lab):
 
 @page.check("up", "The carrier comes back and pings flow again")
 def _(lab):
-    answered = [r.source for r in replies(lab.output("ping -c 1", step="up"))]
-    return lab.link("ns2", "veth1")["carrier"] and answered == ["10.0.0.2"]
+    return lab.link("ns2", "veth1")["carrier"] and answered(lab.output("ping -c 1", step="up"), "10.0.0.2")

@@ -5,7 +5,7 @@ Run with `invoke lab.run --page vxlan`; the page is docs/interfaces/vxlan.md.
 import re
 
 from deepdive.model import Needs, Page, cmd
-from deepdive.parse import learned, neighbour, replies
+from deepdive.parse import answered, learned, neighbour, replies
 
 page = Page(
     name="vxlan",
@@ -122,7 +122,7 @@ def _(lab):
 
 @page.check("ping", "Both pings across the overlay are answered, by 10.0.0.2")
 def _(lab):
-    return [(r.source, r.seq) for r in replies(lab.output("ping -c 2"))] == [("10.0.0.2", 1), ("10.0.0.2", 2)]
+    return answered(lab.output("ping -c 2"), "10.0.0.2", 2)
 
 
 @page.check("ping", "On the underlay every overlay frame travels inside UDP to port 4789, marked VNI 100")

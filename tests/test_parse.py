@@ -1,7 +1,7 @@
 """Reading facts for checks out of tool output (deepdive.parse) and snapshots (holders)."""
 from __future__ import annotations
 
-from deepdive.parse import Reply, learned, neighbour, received, replies, transmitted
+from deepdive.parse import Reply, answered, learned, neighbour, received, replies, transmitted
 from deepdive.snapshot import holders
 
 PING = (
@@ -30,6 +30,16 @@ FDB = (
 def test_replies_read_source_sequence_ttl_and_size_of_each():
     assert replies(PING) == [Reply("10.0.0.2", 1, 64, 1430), Reply("10.0.0.9", 2, 63, 64)]
     assert replies(UNREACHABLE) == []
+
+
+def test_answered_means_every_request_got_one_reply_from_that_address():
+    three = "".join(f"64 bytes from 10.0.0.2: icmp_seq={i} ttl=64 time=0.1 ms\n" for i in (1, 2, 3))
+    assert answered(three, "10.0.0.2", 3)
+    assert not answered(three, "10.0.0.2", 2)  # one reply more than asked for
+    assert not answered(three, "10.0.0.3", 3)
+    assert not answered(three.replace("icmp_seq=2", "icmp_seq=3"), "10.0.0.2", 3)  # a gap and a duplicate
+    assert not answered(PING, "10.0.0.2", 2)  # the second reply came from 10.0.0.9
+    assert not answered(UNREACHABLE, "10.0.0.2")
 
 
 def test_counts_of_the_summary_line():
