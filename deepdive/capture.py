@@ -10,6 +10,9 @@
                 "snapshot": null | {"nodes": [...]}}],          # see deepdive.snapshot
      "checks": [{"claim": "...", "after": "down", "passed": true}]}
 
+A page that declares masks of its own records them after "meta", as
+"masks": [{"pattern": "...", "replacement": "..."}] (see deepdive.masking).
+
 A snapshot is {"nodes": [{"name": str, "links": [LINK]}]} (see deepdive.snapshot); of a
 LINK only "name" is required, and the fields the diagrams read must have their types.
 A failed check also has "where" and may have "error". Other keys are allowed and kept.

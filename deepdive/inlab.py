@@ -27,7 +27,7 @@ from typing import Any, TextIO
 from deepdive import execute, machine, registry, snapshot
 from deepdive.checks import CheckContext
 from deepdive.execute import CommandTimeout, Result
-from deepdive.model import Cmd, DeepDiveError, Page, Step, cmd
+from deepdive.model import Cmd, DeepDiveError, Page, Step, cmd, masks_of
 
 EXIT_STEP_FAILED = 3
 EXIT_CHECK_FAILED = 4
@@ -74,7 +74,7 @@ def run_page(page: Page) -> dict[str, Any]:
                 checks_out.append(entry)
     finally:
         teardown(nodes())
-    return {"page": page.name, "title": page.title, "steps": steps_out, "checks": checks_out}
+    return {"page": page.name, "title": page.title, **masks_of(page), "steps": steps_out, "checks": checks_out}
 
 
 def _decide(check, ctx: CheckContext) -> tuple[bool, str]:

@@ -183,6 +183,27 @@ def _check_input(where: str, stdin: str, heredoc: str, background: bool) -> None
                                "which a reader cannot type")
 
 
+def _checked_masks(where: str, masks) -> tuple[tuple[str, str], ...]:
+    """A page's masks as a tuple of (regex, replacement), or a SnippetError at `where`."""
+    from deepdive.masking import compile_masks
+    try:
+        pairs = tuple((pattern, repl) for pattern, repl in masks)
+        if not all(isinstance(x, str) for pair in pairs for x in pair):
+            raise TypeError("patterns and replacements must be strings")
+        compile_masks(pairs)
+    except (TypeError, ValueError, re.error, IndexError) as exc:
+        raise SnippetError(f"{where}: masks= takes (regex, replacement) pairs: {exc}") from None
+    return pairs
+
+
+def masks_of(page: "Page") -> dict[str, list[dict[str, str]]]:
+    """What a capture records of the page's own masks: {"masks": [{"pattern": ...,
+    "replacement": ...}]}, or {} for a page without any (its capture has no such key)."""
+    if not page.masks:
+        return {}
+    return {"masks": [{"pattern": p, "replacement": r} for p, r in page.masks]}
+
+
 @dataclass(frozen=True)
 class Check:
     """A claim of the prose, tested right after step `after` ran."""
@@ -245,9 +266,14 @@ class Page:
     steps: list[Step] = field(default_factory=list)
     checks: list[Check] = field(default_factory=list)
     where: str = ""
+    # Values random by design (how many of 300 requests each endpoint of a random load
+    # balancer got): (regex, replacement) pairs masked in this page's outputs when a run
+    # is compared with its capture, on top of deepdive.masking's own. See masks_of().
+    masks: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         self.where = self.where or _caller_location()
+        self.masks = _checked_masks(self.where, self.masks)
         if not NAME_RE.fullmatch(self.name):
             raise SnippetError(f"{self.where}: page name {self.name!r} must match {NAME_RE.pattern}")
         if not self.title.strip():

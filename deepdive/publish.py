@@ -23,11 +23,13 @@ publish(outcome) moves in this order:
 So an interrupt (Ctrl-C, SIGTERM, SIGHUP) at any moment leaves either nothing new in
 place or the whole new set, and never a file of the stage behind: it takes effect
 before the commit starts or once it is done. Only a run killed outright (SIGKILL)
-between two renames, a window of microseconds, can leave new diagrams beside an old
-capture; its stage stays, with its manifest and the old files. The next publish of any
-page finds that stage unlocked and undoes it: the old files go back, new targets that
-had none go away, and the previous set is whole again. Nothing is fsynced: after a power
-loss, what is on disk is the file system's affair.
+between two renames, a window of a fraction of a millisecond (0.2 ms for three renames
+here), can leave new diagrams beside an old capture; its stage stays, with its manifest
+and the old files. The next publish of any page finds that stage unlocked and undoes
+it: the old files go back, new targets that had none go away, and the previous set is
+whole again (so too for a run killed after its last rename but before its manifest
+went). Nothing is fsynced: after a power loss, what is on disk is the file system's
+affair.
 """
 from __future__ import annotations
 

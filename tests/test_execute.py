@@ -298,9 +298,29 @@ def test_output_past_the_limit_kills_the_command_and_says_so():
 
 def test_the_limit_applies_per_stream_and_to_stderr():
     assert execute.run(("sh", "-c", "head -c 1000 /dev/zero; head -c 1000 /dev/zero >&2"), 5, limit=1000).rc == 0
-    res = execute.run(("sh", "-c", "head -c 1001 /dev/zero >&2; exit 0"), 5, limit=1000)
-    assert res.rc == -signal.SIGKILL  # even if it managed to exit first
+    res = execute.run(("sh", "-c", "head -c 1001 /dev/zero >&2"), 5, limit=1000)
+    assert res.rc == -signal.SIGKILL
     assert "[stderr passed the output limit of 1000 bytes" in res.stderr
+
+
+def test_the_status_says_killed_even_when_the_command_itself_exited_0():
+    # sh exits at once; what it left in its process group passes the limit later
+    res = execute.run(("sh", "-c", "(sleep 0.3; head -c 1001 /dev/zero) >&2 & exit 0"), 5, limit=1000)
+    assert res.rc == -signal.SIGKILL
+    assert "[stderr passed the output limit" in res.stderr
+
+
+def test_a_command_that_survives_its_closed_pipe_is_killed_at_the_limit():
+    # SIGPIPE ignored and EPIPE swallowed: only a kill stops it before its timeout
+    prog = ("import os, signal, time\n"
+            "signal.signal(signal.SIGPIPE, signal.SIG_IGN)\n"
+            "try:\n    os.write(1, b'x' * 5000)\n    os.write(1, b'x' * 5000)\n"
+            "except BrokenPipeError:\n    pass\n"
+            "time.sleep(30)\n")
+    started = time.monotonic()
+    res = execute.run(PY + (prog,), 10, limit=1000)
+    assert time.monotonic() - started < 3
+    assert res.rc == -signal.SIGKILL and len(res.stdout) == 1000
 
 
 def test_the_default_limit_is_one_mebibyte():
@@ -341,6 +361,18 @@ def test_a_step_past_the_limit_fails_in_one_line_naming_page_step_command_and_li
         assert "\n" not in message
         assert message.startswith(f"page big, step {sid}: `{command.text}` exited -9, expected 0: "
                                   "[stdout passed the output limit of 1000 bytes")
+
+
+def test_a_step_passes_stdin_and_heredoc_to_its_commands(tmp_path):
+    from deepdive import inlab
+    conf = f"{tmp_path}/10-pod.conf"
+    page = Page(name="cni", title="CNI")
+    step = page.step("add", "Add", write_file(conf, '{"type": "bridge"}'),
+                     cmd("env CNI_COMMAND=ADD sh -c 'echo $CNI_COMMAND; cat'", stdin=conf),
+                     cmd("cat", heredoc="from a here-document\n"))
+    results = inlab.run_step(page, step)
+    assert [r.stdout for r in results] == ['{"type": "bridge"}\n', 'ADD\n{"type": "bridge"}\n',
+                                           "from a here-document\n"]
 
 
 def test_a_failing_write_file_step_is_one_line_with_the_heredoc_summed_up(tmp_path):

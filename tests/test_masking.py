@@ -7,10 +7,12 @@ kernel decides (exit status, counts, flags) must show as drift.
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 
-from deepdive.masking import drift, mask_text, masked
+from deepdive.capture import write_if_changed
+from deepdive.masking import drift, mask_text, masked, snapshot_changes, tool
 
 PING = """PING 10.0.0.2 (10.0.0.2) 56(84) bytes of data.
 64 bytes from 10.0.0.2: icmp_seq=1 ttl=64 time={t1} ms
@@ -226,7 +228,7 @@ def test_changed_snapshot_is_reported():
     fresh = capture()
     fresh["steps"][1]["snapshot"]["nodes"][0]["links"][0]["addresses"] = ["10.0.0.9/24"]
     (p,) = drift(capture(), fresh)
-    assert p.startswith("page veth, step ping:") and "snapshot" in p
+    assert p.startswith("page veth, step ping, snapshot: ns1/veth0: addresses")
 
 
 def test_several_changes_are_each_reported():
@@ -241,11 +243,374 @@ def test_several_changes_are_each_reported():
     assert sum(p.startswith("page veth, checks:") for p in problems) == 1
 
 
-def test_meta_is_not_compared_by_drift():
-    # drift() reads steps and checks only: a run on another kernel, iproute2 or lab
-    # whose outputs are the same is no drift (write_if_changed still rewrites the file
-    # for it, since masked() keeps meta.kernel; see test_capture).
+# --- tool outputs: real lines (from runs on Linux 6.18 and, for IPVS, 6.1) ----------------
+# Each case: the tool's argv, a real line, and the same line from another run (the
+# volatile fields as they came out then, or changed by hand where one run gave one value).
+
+TOOL_CASES = {
+    "tcpdump-vxlan-outer-port": (
+        "tcpdump -n -vv -l -i eth0",
+        "    192.168.0.1.33511 > 192.168.0.2.4789: [bad udp cksum 0xad6e -> 0xec8b!] VXLAN, flags [I] (0x08), vni 100",
+        "    192.168.0.1.56913 > 192.168.0.2.4789: [bad udp cksum 0x5204 -> 0xb93e!] VXLAN, flags [I] (0x08), vni 100"),
+    "tcpdump-ip-id": (
+        "tcpdump -n -v -i eth0",
+        "08:47:11.727087 IP (tos 0x0, ttl 64, id 48439, offset 0, flags [none], proto UDP (17), length 110)",
+        "09:12:01.000001 IP (tos 0x0, ttl 64, id 4433, offset 0, flags [none], proto UDP (17), length 110)"),
+    "tcpdump-syn": (
+        "ip netns exec a tcpdump -n -vv -l -i vx0 tcp",
+        "    10.0.0.1.34104 > 10.0.0.2.8080: Flags [S], cksum 0x1431 (incorrect -> 0x534e), seq 1654262940, "
+        "win 64860, options [mss 1410,sackOK,TS val 2252818747 ecr 0,nop,wscale 10], length 0",
+        "    10.0.0.1.51710 > 10.0.0.2.8080: Flags [S], cksum 0x1431 (incorrect -> 0x7f02), seq 993690498, "
+        "win 64860, options [mss 1410,sackOK,TS val 2463008878 ecr 0,nop,wscale 10], length 0"),
+    "tcpdump-syn-ack": (
+        "tcpdump -n -vv -i vx0",
+        "    10.0.0.2.8080 > 10.0.0.1.34104: Flags [S.], cksum 0x1431 (incorrect -> 0x7b6b), seq 993690498, "
+        "ack 1654262941, win 64308, options [mss 1410,sackOK,TS val 2463008878 ecr 2252818747,nop,wscale 10], length 0",
+        "    10.0.0.2.8080 > 10.0.0.1.51710: Flags [S.], cksum 0x1431 (incorrect -> 0x0a1c), seq 1654262940, "
+        "ack 993690499, win 64308, options [mss 1410,sackOK,TS val 17 ecr 2252818999,nop,wscale 10], length 0"),
+    "ip-s-link": (
+        "ip -s link show veth0",
+        "    RX:  bytes packets errors dropped  missed   mcast           \n"
+        "           860      10      0       0       0       0 \n"
+        "    TX:  bytes packets errors dropped carrier collsns           \n"
+        "           266       3      0       0       0       0 ",
+        "    RX:  bytes packets errors dropped  missed   mcast           \n"
+        "          1036      12      0       0       0       2 \n"
+        "    TX:  bytes packets errors dropped carrier collsns           \n"
+        "           356       4      0       0       0       0 "),
+    "ip-s-neigh": (
+        "ip -s neigh show dev veth0",
+        "10.0.0.2 lladdr 02:00:00:00:01:02 ref 1 used 10/10/7 probes 1 REACHABLE",
+        "10.0.0.2 lladdr 02:00:00:00:01:02 ref 1 used 0/0/0 probes 1 REACHABLE"),
+    "conntrack-icmp": (
+        "conntrack -L",
+        "icmp     1 29 src=10.0.0.2 dst=10.0.0.2 type=8 code=0 id=8834 src=10.0.0.2 dst=10.0.0.2 type=0 code=0 id=8834 mark=0 use=1",
+        "icmp     1 30 src=10.0.0.2 dst=10.0.0.2 type=8 code=0 id=112 src=10.0.0.2 dst=10.0.0.2 type=0 code=0 id=112 mark=0 use=1"),
+    "conntrack-tcp-extended-id": (
+        "conntrack -L -o id,extended",
+        "ipv4     2 tcp      6 119 TIME_WAIT src=10.9.0.1 dst=10.96.0.10 sport=52160 dport=80 src=127.0.0.1 "
+        "dst=10.9.0.1 sport=8080 dport=52160 [ASSURED] mark=0 use=1 id=2896233379",
+        "ipv4     2 tcp      6 118 TIME_WAIT src=10.9.0.1 dst=10.96.0.10 sport=40212 dport=80 src=127.0.0.1 "
+        "dst=10.9.0.1 sport=8080 dport=40212 [ASSURED] mark=0 use=1 id=839730489"),
+    "bpftool-prog-show": (
+        "bpftool prog show name answer",
+        "108: sched_cls  name answer  tag 59f4a931744dcdc6  gpl\n"
+        "\tloaded_at 2026-11-29T08:47:30+0000  uid 0\n"
+        "\txlated 16B  jited 20B  memlock 4096B\n"
+        "\tbtf_id 22",
+        "112: sched_cls  name answer  tag 59f4a931744dcdc6  gpl\n"
+        "\tloaded_at 2026-11-30T10:01:02+0000  uid 0\n"
+        "\txlated 16B  jited 20B  memlock 4096B\n"
+        "\tbtf_id 26"),
+    "bpftool-json": (
+        "bpftool prog list --json",
+        '[{"id":108,"type":"sched_cls","name":"answer","tag":"59f4a931744dcdc6","gpl_compatible":true,'
+        '"loaded_at":1795942050,"uid":0,"bytes_xlated":16,"jited":true,"bytes_jited":20,"bytes_memlock":4096,"btf_id":22}]',
+        '[{"id":112,"type":"sched_cls","name":"answer","tag":"59f4a931744dcdc6","gpl_compatible":true,'
+        '"loaded_at":1795950000,"uid":0,"bytes_xlated":16,"jited":true,"bytes_jited":20,"bytes_memlock":4096,"btf_id":26}]'),
+    "bpftool-prog-with-map": (
+        "bpftool prog show pinned /sys/fs/bpf/p",
+        "379: sched_cls  name answer  tag d4d950593910dd42  gpl\n"
+        "\tloaded_at 2026-11-29T09:09:27+0000  uid 0\n"
+        "\txlated 144B  jited 91B  memlock 4096B  map_ids 27\n"
+        "\tbtf_id 40",
+        "383: sched_cls  name answer  tag d4d950593910dd42  gpl\n"
+        "\tloaded_at 2026-11-29T09:12:02+0000  uid 0\n"
+        "\txlated 144B  jited 91B  memlock 4096B  map_ids 29\n"
+        "\tbtf_id 44"),
+    "bpftool-json-with-map": (
+        "bpftool prog show pinned /sys/fs/bpf/p --json",
+        '{"id":379,"type":"sched_cls","name":"answer","tag":"d4d950593910dd42","gpl_compatible":true,'
+        '"loaded_at":1795943367,"uid":0,"bytes_xlated":144,"jited":true,"bytes_jited":91,"bytes_memlock":4096,'
+        '"map_ids":[27],"btf_id":40}',
+        '{"id":383,"type":"sched_cls","name":"answer","tag":"d4d950593910dd42","gpl_compatible":true,'
+        '"loaded_at":1795943522,"uid":0,"bytes_xlated":144,"jited":true,"bytes_jited":91,"bytes_memlock":4096,'
+        '"map_ids":[29],"btf_id":44}'),
+    "bpftool-map-show": (
+        "bpftool map show",
+        "27: array  name counts  flags 0x0\n\tkey 4B  value 8B  max_entries 1  memlock 320B\n\tbtf_id 40",
+        "29: array  name counts  flags 0x0\n\tkey 4B  value 8B  max_entries 1  memlock 320B\n\tbtf_id 44"),
+    "bpftool-net": (
+        "bpftool net",
+        "veth0(3) clsact/ingress prog.o:[tc] id 108",
+        "veth0(3) clsact/ingress prog.o:[tc] id 112"),
+    "tc-filter-bpf": (
+        "tc filter show dev veth0 ingress",
+        "filter protocol all pref 49152 bpf chain 0 handle 0x1 prog.o:[tc] direct-action not_in_hw id 108 "
+        "name answer tag 59f4a931744dcdc6 jited ",
+        "filter protocol all pref 49152 bpf chain 0 handle 0x1 prog.o:[tc] direct-action not_in_hw id 112 "
+        "name answer tag 59f4a931744dcdc6 jited "),
+    "iptables-L-v": (
+        "iptables -L -v -n",
+        "Chain OUTPUT (policy ACCEPT 0 packets, 0 bytes)\n"
+        " pkts bytes target     prot opt in     out     source               destination         \n"
+        "    4   336 ACCEPT     1    --  *      *       0.0.0.0/0            0.0.0.0/0           ",
+        "Chain OUTPUT (policy ACCEPT 12 packets, 1008 bytes)\n"
+        " pkts bytes target     prot opt in     out     source               destination         \n"
+        "   17  1428 ACCEPT     1    --  *      *       0.0.0.0/0            0.0.0.0/0           "),
+    "iptables-L-v-line-numbers": (
+        "iptables -L OUTPUT -v -n --line-numbers",
+        "1        6   504 ACCEPT     1    --  *      *       0.0.0.0/0            0.0.0.0/0           ",
+        "1       17  1428 ACCEPT     1    --  *      *       0.0.0.0/0            0.0.0.0/0           "),
+    "iptables-S-v": (
+        "ip netns exec ns1 iptables -t nat -S -v",
+        "-A OUTPUT -d 10.96.0.10/32 -p tcp -m tcp --dport 80 -c 0 0 -j DNAT --to-destination 10.0.0.2:8080",
+        "-A OUTPUT -d 10.96.0.10/32 -p tcp -m tcp --dport 80 -c 3 180 -j DNAT --to-destination 10.0.0.2:8080"),
+    "iptables-save": (
+        "iptables-save -c",
+        "# Generated by iptables-save v1.8.9 (nf_tables) on Sun Nov 29 08:46:30 2026\n"
+        "*filter\n:INPUT ACCEPT [0:0]\n[4:336] -A OUTPUT -p icmp -j ACCEPT\nCOMMIT\n"
+        "# Completed on Sun Nov 29 08:46:30 2026",
+        "# Generated by iptables-save v1.8.9 (nf_tables) on Mon Nov 30 11:00:00 2026\n"
+        "*filter\n:INPUT ACCEPT [3:252]\n[6:504] -A OUTPUT -p icmp -j ACCEPT\nCOMMIT\n"
+        "# Completed on Mon Nov 30 11:00:00 2026"),
+    "nft-counter": (
+        "nft list ruleset",
+        "\t\tmeta l4proto icmp counter packets 4 bytes 336 accept",
+        "\t\tmeta l4proto icmp counter packets 5 bytes 420 accept"),
+    "nft-expires": (
+        "nft list set ip t seen",
+        "\t\telements = { 10.0.0.1 expires 59s992ms }",
+        "\t\telements = { 10.0.0.1 expires 58s4ms }"),
+    "ipvsadm-Ln": (
+        "ipvsadm -Ln",
+        "  -> 10.0.0.2:8080                Masq    1      0          2         ",
+        "  -> 10.0.0.2:8080                Masq    1      1          1         "),
+    "ipvsadm-stats": (
+        "ipvsadm -Ln --stats",
+        "TCP  10.96.0.10:80                       2       10        8      536      444\n"
+        "  -> 10.0.0.2:8080                       2       10        8      536      444",
+        "TCP  10.96.0.10:80                       2       14        0      840        0\n"
+        "  -> 10.0.0.2:8080                       2       14        0      840        0"),
+    "ipvsadm-rate": (
+        "ipvsadm -Ln --rate",
+        "Prot LocalAddress:Port                 CPS    InPPS   OutPPS    InBPS   OutBPS\n"
+        "  -> RemoteAddress:Port\n"
+        "TCP  10.96.0.10:80                       0        1        1       67       55\n"
+        "  -> 10.0.0.2:8080                       0        1        1       67       55",
+        "Prot LocalAddress:Port                 CPS    InPPS   OutPPS    InBPS   OutBPS\n"
+        "  -> RemoteAddress:Port\n"
+        "TCP  10.96.0.10:80                       1        3        2      180      110\n"
+        "  -> 10.0.0.2:8080                       1        3        2      180      110"),
+    "ipvsadm-Lnc": (
+        "ipvsadm -Lnc",
+        "TCP 01:57  TIME_WAIT   10.1.0.2:49766     10.96.0.10:80      10.0.0.2:8080",
+        "TCP 01:59  TIME_WAIT   10.1.0.2:33012     10.96.0.10:80      10.0.0.2:8080"),
+    "ss-process": (
+        "ip netns exec b ss -tanpie",
+        'LISTEN 0      5            0.0.0.0:8080      0.0.0.0:*    users:(("socat",pid=9840,fd=5)) ino:61056 sk:1 cgroup:unreachable:1 <->',
+        'LISTEN 0      5            0.0.0.0:8080      0.0.0.0:*    users:(("socat",pid=13285,fd=5)) ino:265102 sk:1001 cgroup:unreachable:1 <->'),
+    "ss-info": (
+        "ss -tni",
+        "ESTAB 0      0          127.0.0.1:51710    127.0.0.1:8080 \n"
+        "\t bbr wscale:10,10 rto:204 rtt:0.039/0.019 mss:32741 pmtu:65535 rcvmss:536 advmss:65483 cwnd:10 "
+        "bytes_acked:1 segs_out:2 segs_in:1 bbr:(bw:0bps,mrtt:0.039,pacing_gain:1,cwnd_gain:1) send 67161025641bps "
+        "lastsnd:504 lastrcv:504 lastack:504 pacing_rate 191936230624bps delivered:1 app_limited rcv_space:65495 "
+        "rcv_ssthresh:65495 minrtt:0.039 snd_wnd:65483",
+        "ESTAB 0      0          127.0.0.1:34104    127.0.0.1:8080 \n"
+        "\t bbr wscale:10,10 rto:208 rtt:0.09/0.045 mss:32741 pmtu:65535 rcvmss:536 advmss:65483 cwnd:10 "
+        "bytes_acked:1 segs_out:2 segs_in:1 bbr:(bw:12bps,mrtt:0.09,pacing_gain:1,cwnd_gain:1) send 29127111111bps "
+        "lastsnd:12 lastrcv:8 lastack:8 pacing_rate 83240955032bps delivered:1 app_limited rcv_space:65495 "
+        "rcv_ssthresh:65495 minrtt:0.09 snd_wnd:65483"),
+    "socat-log": (
+        "socat -d -d - TCP:10.0.0.2:8080",
+        "2026/11/29 08:47:11 socat[9844] N successfully connected from local address AF=2 10.0.0.1:34104\n"
+        "2026/11/29 08:47:11 socat[9840] N forked off child process 9845",
+        "2026/11/30 17:02:55 socat[311] N successfully connected from local address AF=2 10.0.0.1:51002\n"
+        "2026/11/30 17:02:55 socat[309] N forked off child process 312"),
+}
+
+
+@pytest.mark.parametrize("case", TOOL_CASES, ids=list(TOOL_CASES))
+def test_volatile_fields_of_the_tools_pages_use_are_masked(case):
+    argv, first, second = TOOL_CASES[case]
+    argv = argv.split()
+    assert first != second
+    assert mask_text(first, argv) == mask_text(second, argv)
+
+
+@pytest.mark.parametrize("argv, first, second", [
+    # the connection count of IPVS stats, the IPVS weight, the real server
+    ("ipvsadm -Ln --stats", "  -> 10.0.0.2:8080                       2       10        8      536      444",
+     "  -> 10.0.0.2:8080                       3       10        8      536      444"),
+    ("ipvsadm -Ln", "  -> 10.0.0.2:8080                Masq    1      0          2         ",
+     "  -> 10.0.0.2:8080                Masq    2      0          2         "),
+    ("ipvsadm -Ln", "  -> 10.0.0.2:8080                Masq    1      0          2         ",
+     "  -> 10.0.0.3:8080                Masq    1      0          2         "),
+    # ip -s: errors and drops are the kernel's verdicts, not noise
+    ("ip -s link show veth0",
+     "    RX:  bytes packets errors dropped  missed   mcast           \n           860      10      0       0       0       0 ",
+     "    RX:  bytes packets errors dropped  missed   mcast           \n           860      10      0       3       0       0 "),
+    # BPF: the tag and sizes are the program's (they change with the kernel, not the run)
+    ("bpftool prog show", "108: sched_cls  name answer  tag 59f4a931744dcdc6  gpl",
+     "108: sched_cls  name answer  tag 0d0e7a8c5d4a1c39  gpl"),
+    ("bpftool prog show", "\txlated 16B  jited 20B  memlock 4096B", "\txlated 24B  jited 20B  memlock 4096B"),
+    # nftables handles are numbered from 1 in a fresh namespace
+    ("nft -a list ruleset", "\t\tmeta l4proto icmp counter packets 4 bytes 336 accept # handle 2",
+     "\t\tmeta l4proto icmp counter packets 4 bytes 336 accept # handle 3"),
+    # iptables: targets and rule numbers
+    ("iptables -L -v -n --line-numbers", "1        4   336 ACCEPT     1    --  *      *       0.0.0.0/0            0.0.0.0/0",
+     "2        4   336 ACCEPT     1    --  *      *       0.0.0.0/0            0.0.0.0/0"),
+    ("iptables -L -v -n", "    4   336 ACCEPT     1    --  *      *       0.0.0.0/0            0.0.0.0/0",
+     "    4   336 DROP       1    --  *      *       0.0.0.0/0            0.0.0.0/0"),
+    # conntrack: state, addresses and service ports
+    ("conntrack -L", "tcp      6 119 TIME_WAIT src=10.9.0.1 dst=10.96.0.10 sport=52160 dport=80",
+     "tcp      6 119 ESTABLISHED src=10.9.0.1 dst=10.96.0.10 sport=52160 dport=80"),
+    ("conntrack -L", "tcp      6 119 TIME_WAIT src=10.9.0.1 dst=10.96.0.10 sport=52160 dport=80",
+     "tcp      6 119 TIME_WAIT src=10.9.0.1 dst=10.96.0.10 sport=52160 dport=81"),
+    # a port a page picks below the ephemeral range, like a VXLAN destination port
+    ("tcpdump -n", "192.168.0.1.33511 > 192.168.0.2.4789: VXLAN", "192.168.0.1.33511 > 192.168.0.2.8472: VXLAN"),
+    ("ss -tan", "LISTEN 0 5 0.0.0.0:30080 0.0.0.0:*", "LISTEN 0 5 0.0.0.0:30081 0.0.0.0:*"),
+    ("ss -tan", "ESTAB 0 0 10.0.0.1:61000 10.0.0.2:80", "ESTAB 0 0 10.0.0.1:61001 10.0.0.2:80"),
+    # a relative TCP sequence number after the handshake
+    ("tcpdump -n", "10.0.0.2.8080 > 10.0.0.1.34104: Flags [P.], seq 1:7, ack 2, win 63, length 6",
+     "10.0.0.2.8080 > 10.0.0.1.34104: Flags [P.], seq 1:8, ack 2, win 63, length 7"),
+], ids=["ipvs-conns", "ipvs-weight", "ipvs-server", "ip-s-drops", "bpf-tag", "bpf-size", "nft-handle",
+        "iptables-rule-number", "iptables-target", "conntrack-state", "conntrack-dport", "vxlan-dstport",
+        "nodeport", "above-ephemeral", "tcp-relative-seq"])
+def test_what_the_kernel_decided_in_those_tools_is_not_masked(argv, first, second):
+    assert mask_text(first, argv.split()) != mask_text(second, argv.split())
+
+
+def test_tool_masks_apply_to_their_tool_only():
+    # iptables' counter columns look like any two numbers at the start of a line
+    rows = "    4   336 ACCEPT\n"
+    assert mask_text(rows, ["iptables", "-L", "-v"]) != rows
+    assert mask_text(rows, ["cat", "/proc/net/stat"]) == rows
+    assert mask_text(rows) == rows
+
+
+@pytest.mark.parametrize("argv, name", [
+    (["ip", "netns", "exec", "ns1", "tcpdump", "-n"], "tcpdump"),
+    (["env", "-i", "A=1", "B=2", "/usr/sbin/conntrack", "-L"], "conntrack"),
+    (["timeout", "-s", "INT", "5", "tcpdump"], "tcpdump"),
+    (["timeout", "--preserve-status", "5s", "ping", "-c", "1"], "ping"),
+    (["ip", "netns", "exec", "ns1", "iptables-nft-save"], "iptables"),
+    (["ip6tables-legacy", "-S"], "iptables"),
+    (["ip", "-n", "ns1", "-s", "link"], "ip"),
+    (["env"], ""),
+])
+def test_the_tool_is_the_program_a_command_runs(argv, name):
+    assert tool(argv) == name
+
+
+# --- a page's own masks ---------------------------------------------------------------
+
+LB_MASK = {"pattern": r"(?m)^(10\.0\.1\.\d+) \d+$", "replacement": r"\1 <count>"}
+
+
+def lb_capture(counts: tuple[int, int, int], masks: list | None = None) -> dict:
+    fresh = capture()
+    out = "".join(f"10.0.1.{i} {n}\n" for i, n in enumerate(counts, start=1))
+    fresh["steps"][1]["commands"][1] = command("sh -c 'sort | uniq -c'", out)
+    if masks is not None:
+        fresh["masks"] = masks
+    return fresh
+
+
+def test_a_pages_own_masks_hide_values_random_by_design():
+    committed, fresh = lb_capture((98, 101, 101), [LB_MASK]), lb_capture((113, 86, 101), [LB_MASK])
+    assert drift(committed, fresh) == []
+    # without them, the same runs drift
+    (p,) = drift(lb_capture((98, 101, 101)), lb_capture((113, 86, 101)))
+    assert "-10.0.1.1 98" in p and "+10.0.1.1 113" in p
+
+
+def test_the_fresh_runs_masks_apply_to_both_sides_and_a_change_of_masks_is_reported():
+    committed, fresh = lb_capture((98, 101, 101)), lb_capture((113, 86, 101), [LB_MASK])
+    problems = drift(committed, fresh)
+    assert problems == [f"page veth: the page's own masks changed: [] -> {json.dumps([LB_MASK])}"]
+
+
+def test_a_pages_masks_apply_to_that_page_only():
+    committed, fresh = lb_capture((98, 101, 101), [LB_MASK]), lb_capture((113, 86, 101), [LB_MASK])
+    del committed["masks"], fresh["masks"]
+    assert drift(committed, fresh) != []
+
+
+def test_write_if_changed_uses_the_pages_masks(tmp_path):
+    assert write_if_changed(lb_capture((98, 101, 101), [LB_MASK]), captures=tmp_path)
+    path = tmp_path / "veth.json"
+    before = path.read_bytes()
+    assert write_if_changed(lb_capture((113, 86, 101), [LB_MASK]), captures=tmp_path) is False
+    assert path.read_bytes() == before
+    assert write_if_changed(lb_capture((113, 86, 102), [LB_MASK]), captures=tmp_path) is False
+    # a real change in what the masks leave alone is written
+    changed = lb_capture((113, 86, 101), [LB_MASK])
+    changed["steps"][1]["commands"][1]["stdout"] += "10.0.1.4 1\n"
+    assert write_if_changed(changed, captures=tmp_path) is True
+
+
+def test_a_pages_masks_travel_with_its_capture():
+    from deepdive import lab
+    result = {"page": "lb", "title": "LB", "steps": [], "checks": []}
+    assert "masks" not in lab.with_meta(result, lab="host")
+    assert lab.with_meta({**result, "masks": [LB_MASK]}, lab="host")["masks"] == [LB_MASK]
+
+
+# --- drift in what the site shows besides outputs ---------------------------------------
+
+def test_snapshot_drift_names_node_link_and_field():
+    fresh = capture()
+    link = fresh["steps"][1]["snapshot"]["nodes"][0]["links"][0]
+    link["mac"] = "02:00:00:00:01:09"
+    link["addresses"] = ["10.0.0.9/24"]
+    assert drift(capture(), fresh) == [
+        'page veth, step ping, snapshot: ns1/veth0: mac 02:00:00:00:01:01 -> 02:00:00:00:01:09',
+        'page veth, step ping, snapshot: ns1/veth0: addresses ["10.0.0.1/24"] -> ["10.0.0.9/24"]',
+    ]
+
+
+def test_snapshot_drift_walks_nested_fields_and_names_new_and_lost_links_and_nodes():
+    def snap(mtu: int, vni: int, peer: str, extra_link: bool, extra_node: bool) -> dict:
+        links = [{"name": "vx0", "mtu": mtu, "details": {"vni": vni, "dstport": 4789},
+                  "peer": None, "master": None, "up": True},
+                 {"name": "eth0", "peer": {"node": peer, "name": "eth0"}, "up": True}]
+        if extra_link:
+            links.append({"name": "eth1", "up": False})
+        nodes = [{"name": "server1", "links": links}]
+        if extra_node:
+            nodes.append({"name": "server3", "links": []})
+        return {"nodes": nodes}
+
+    assert snapshot_changes(snap(1450, 100, "server2", True, False), snap(1500, 200, "server3", False, True)) == [
+        "server3: node new in this run",
+        "server1/eth1: link in the committed capture, not in this run",
+        "server1/vx0: mtu 1450 -> 1500",
+        "server1/vx0: details.vni 100 -> 200",
+        "server1/eth0: peer.node server2 -> server3",
+    ]
+    assert snapshot_changes(None, {"nodes": []}) == ["taken only in this run"]
+    assert snapshot_changes({"nodes": []}, {"nodes": []}) == []
+    a = {"nodes": [{"name": "n", "links": [{"name": "a"}, {"name": "b"}]}]}
+    b = {"nodes": [{"name": "n", "links": [{"name": "b"}, {"name": "a"}]}]}
+    assert snapshot_changes(a, b) == ["the order of links changed"]
+
+
+def test_step_titles_and_the_capture_title_are_compared():
+    fresh = capture()
+    fresh["title"] = "veth pairs"
+    fresh["steps"][1]["title"] = "Ping across"
+    assert drift(capture(), fresh) == [
+        "page veth: title veth -> veth pairs",
+        "page veth, step ping: title Ping across the pair -> Ping across",
+    ]
+
+
+def test_meta_versions_are_compared_but_not_the_date():
     fresh = capture(kernel="6.1.0-28-amd64", date="2030-01-01")
     fresh["meta"]["lab"] = "vm"
-    assert masked(fresh)["meta"] != masked(capture())["meta"]
-    assert drift(capture(), fresh) == []
+    fresh["meta"]["iproute2"] = "iproute2-6.15.0"
+    assert drift(capture(), fresh) == [
+        "page veth, meta: iproute2 iproute2-6.1.0 -> iproute2-6.15.0",
+        "page veth, meta: kernel 6.18.44 -> 6.1.0-28-amd64",
+        "page veth, meta: lab host -> vm",
+    ]
+
+
+def test_the_step_a_check_is_tested_after_is_compared():
+    fresh = capture()
+    fresh["checks"][0]["after"] = "down"
+    (p,) = drift(capture(), fresh)
+    assert "-pass: All pings are answered (after step ping)" in p
+    assert "+pass: All pings are answered (after step down)" in p

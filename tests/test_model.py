@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from deepdive import registry
-from deepdive.model import Cmd, Needs, Page, SnippetError, Step, cmd, write_file
+from deepdive.model import Cmd, Needs, Page, SnippetError, Step, cmd, masks_of, write_file
 
 MARK = "# <- here"
 
@@ -298,6 +298,35 @@ def test_bad_input_is_reported_at_its_file_and_line(tmp_path, call, says):
 
 def test_a_line_that_merely_contains_eof_is_fine():
     assert write_file("/etc/x", "EOF is not alone here\n  EOF\nEOFX\n").heredoc.count("EOF") == 3
+
+
+# --- a page's own masks -----------------------------------------------------------------
+
+def test_page_masks_are_kept_and_recorded_for_the_capture():
+    page = Page(name="lb", title="LB", masks=[(r"(\d+) requests", r"<n> requests")])
+    assert page.masks == ((r"(\d+) requests", r"<n> requests"),)
+    assert masks_of(page) == {"masks": [{"pattern": r"(\d+) requests", "replacement": "<n> requests"}]}
+    assert masks_of(Page(name="plain", title="Plain")) == {}
+
+
+@pytest.mark.parametrize("masks, says", [
+    ('[("(unclosed", "x")]', "missing )"),
+    ('[(r"(\\d+)", r"\\2")]', "invalid group reference"),
+    ('[(r"(?P<n>\\d+)", r"\\g<m>")]', "unknown group name"),
+    ('[("just one",)]', "pairs"),
+    ('[(1, "x")]', "strings"),
+    ('"not a list of pairs"', "pairs"),
+])
+def test_bad_page_masks_are_reported_at_the_page(tmp_path, masks, says):
+    lines = ['from deepdive.model import Page',
+             f'page = Page(name="bad", title="Bad", masks={masks})  {MARK}',
+             'page.step("s", "S", "true")',
+             '@page.check("s", "c")',
+             'def _(lab):',
+             '    return True']
+    message, where = load_error(tmp_path, "bad", lines)
+    assert message.startswith(where), message
+    assert "masks=" in message and says in message, message
 
 
 # --- steps ---------------------------------------------------------------------------

@@ -102,6 +102,7 @@ def test_lab_check_prints_drift_without_control_sequences_and_notes_the_kernel(m
     assert ESC not in printed and chr(7) not in printed
     lines = printed.splitlines()
     assert lines[1].startswith("page veth: note that the committed capture comes from Linux 6.1.0-28-amd64")
+    assert "page veth, meta: kernel 6.1.0-28-amd64 -> 6.18.44" in lines
     assert "    -veth0 up" in lines and "    +veth0 down" in lines
 
 
