@@ -32,6 +32,10 @@ PR_SET_PDEATHSIG = 1
 # leaves room for a long packet capture and keeps a capture file reviewable.
 OUTPUT_LIMIT = 1 << 20
 _CHUNK = 1 << 16
+# Seconds to wait for end of file on a command's pipes once it has exited: ample for
+# reading what it printed, even on a loaded machine; only reached when something it left
+# running holds the pipes (see _Process.finish).
+DETACHED_GRACE = 1.0
 
 
 @dataclass(frozen=True)
@@ -132,13 +136,20 @@ class _Process:
         self.proc.wait()
 
     def finish(self, deadline: float) -> bool:
-        """Wait for end of file on both streams and for the exit; False at the deadline."""
-        if not (self.out.join(deadline) and self.err.join(deadline)):
-            return False
+        """Wait for the exit, then for end of file on both streams; False if the command
+        is still running at the deadline (time.monotonic()).
+
+        A process the command started and left running (a daemon: `setsid -f ...`) may
+        hold the pipes open for as long as it lives, as it would hold a terminal. A shell
+        returns to its prompt when the command exits; so, DETACHED_GRACE seconds after
+        the exit, what has been read is the command's output."""
         try:
             self.proc.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             return False
+        drained = min(deadline, time.monotonic() + DETACHED_GRACE)
+        self.out.join(drained)
+        self.err.join(drained)
         return True
 
     def result(self) -> Result:
@@ -231,16 +242,21 @@ class Background:
     def wait_ready(self, text: str, timeout: float) -> bool:
         """Wait until `text` shows in a complete line of its output (as printed, before
         cleaning): a program that said it is ready has finished saying so. False if it
-        exits, never started, or time runs out."""
+        exits without printing it (all it printed is read first), never started, or time
+        runs out."""
         if self._started is None:
             return False
         needle = text.encode()
         deadline = time.monotonic() + timeout
+        streams = (self._started.out, self._started.err)
         while time.monotonic() < deadline:
-            if any(_in_lines(needle, d.data) for d in (self._started.out, self._started.err)):
+            if any(_in_lines(needle, d.data) for d in streams):
                 return True
             if self._started.proc.poll() is not None:
-                return False
+                # What it printed just before exiting (`tcpdump -c N` its count) may still
+                # be in the pipes: read them to the end before deciding.
+                self._started.finish(deadline)
+                return any(needle in d.data for d in streams)
             time.sleep(0.01)
         return False
 

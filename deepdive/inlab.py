@@ -22,7 +22,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 from deepdive import execute, machine, registry, snapshot
 from deepdive.checks import CheckContext
@@ -102,16 +102,25 @@ def run_step(page: Page, step: Step) -> list[Result]:
             bg = execute.Background(c.argv)
             running.append((i, bg, c))
             if c.ready and not bg.wait_ready(c.ready, c.timeout):
-                res = bg.stop(timeout=1)
-                detail = (res.stderr or res.stdout).strip().splitlines()
-                raise StepFailed(f"page {page.name}, step {step.id}: `{c.text}` never printed "
-                                 f"{c.ready!r}" + (f": {detail[-1]}" if detail else "") + f" ({c.where})")
+                _never_printed(page, step, c, c.ready, bg)
+        # Stopped before it printed `until`, a capture would lose the frames still in
+        # its buffers: the step's end waits for that text first.
+        for _i, bg, c in running:
+            if c.until and not bg.wait_ready(c.until, c.timeout):
+                _never_printed(page, step, c, c.until, bg)
     finally:
         for i, bg, _c in running:
             results.setdefault(i, bg.stop(timeout=2))
     for i, _bg, c in running:
         _expect(page, step, c, results[i])
     return [results[i] for i in range(len(step.commands))]
+
+
+def _never_printed(page: Page, step: Step, c: Cmd, text: str, bg: execute.Background) -> NoReturn:
+    res = bg.stop(timeout=1)
+    detail = (res.stderr or res.stdout).strip().splitlines()
+    raise StepFailed(f"page {page.name}, step {step.id}: `{c.text}` never printed "
+                     f"{text!r}" + (f": {detail[-1]}" if detail else "") + f" ({c.where})")
 
 
 def _expect(page: Page, step: Step, c: Cmd, res: Result) -> None:

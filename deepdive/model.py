@@ -73,9 +73,13 @@ class Cmd:
     where: str = ""
     # A background command (a capture, say) starts when the step reaches it, runs while
     # the rest of the step does, and is stopped with SIGINT when the step ends. `ready`
-    # is the text it prints once it is listening; the step waits for it.
+    # is the text it prints once it is listening; the step waits for it. `until` is the
+    # text it prints once it has seen all the step makes it see (a capture's last frame,
+    # or `tcpdump -c N`'s "N packets captured"): the step's end waits for it, since a
+    # capture stopped earlier loses the frames it has not printed yet.
     background: bool = False
     ready: str = ""
+    until: str = ""
     stdin: str = ""
     heredoc: str = ""
 
@@ -103,7 +107,8 @@ HEREDOC_END = "EOF"
 
 
 def cmd(command: str, *, rc: int = 0, timeout: float = DEFAULT_TIMEOUT,
-        background: bool = False, ready: str = "", stdin: str = "", heredoc: str = "") -> Cmd:
+        background: bool = False, ready: str = "", until: str = "", stdin: str = "",
+        heredoc: str = "") -> Cmd:
     """Declare a command from the text a reader would type; split like a shell would.
 
     stdin: absolute path of a file to read standard input from (`cmd("nft -f -",
@@ -113,8 +118,8 @@ def cmd(command: str, *, rc: int = 0, timeout: float = DEFAULT_TIMEOUT,
     exit status outside 0-255, or a stdin/heredoc that bash would read differently.
     """
     where = _caller_location()
-    if ready and not background:
-        raise SnippetError(f"{where}: ready= only applies to background commands")
+    if (ready or until) and not background:
+        raise SnippetError(f"{where}: {'ready' if ready else 'until'}= only applies to background commands")
     try:
         argv = tuple(shlex.split(command))
         # Split again with shell operators as tokens of their own, so that `a;b` or
@@ -137,7 +142,7 @@ def cmd(command: str, *, rc: int = 0, timeout: float = DEFAULT_TIMEOUT,
         raise SnippetError(f"{where}: rc must be an exit status from 0 to 255, got {rc!r}")
     _check_input(where, stdin, heredoc, background)
     return Cmd(argv=argv, rc=rc, timeout=timeout, where=where, background=background, ready=ready,
-               stdin=stdin, heredoc=heredoc)
+               until=until, stdin=stdin, heredoc=heredoc)
 
 
 def write_file(path: str, content: str, *, timeout: float = DEFAULT_TIMEOUT) -> Cmd:

@@ -1,0 +1,70 @@
+"""A background command's `until`: the step's end waits until it printed that text.
+
+A capture stopped with SIGINT right after the step's last command loses the frames it
+has not printed yet (tcpdump reports "5 packets captured, 6 packets received by
+filter"); `until` names what it prints once it has seen everything, and the step's end
+waits for it. Real processes, no privileges: small `python -c` programs stand in for a
+capture that prints its last line late.
+"""
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+
+import pytest
+
+from deepdive import inlab
+from deepdive.execute import Background
+from deepdive.model import Page, SnippetError, cmd
+
+PY = shlex.join((sys.executable, "-S", "-c"))
+# Prints its last line only after a while, as a capture under load does, and listens on;
+# exits 0 on SIGINT, as tcpdump does.
+LATE = PY + " " + shlex.quote(
+    "import signal, sys, time\n"
+    "signal.signal(signal.SIGINT, lambda *_: sys.exit(0))\n"
+    "print('listening', flush=True); time.sleep(0.4); print('last frame', flush=True)\n"
+    "time.sleep(30)\n")
+# Exits at once; what it printed reaches the pipe only later, through a child.
+EXITS_FIRST = PY + " " + shlex.quote(
+    "import os, time\n"
+    "if os.fork() == 0:\n"
+    "    time.sleep(0.3); print('6 packets captured', flush=True)\n")
+
+
+def test_until_only_applies_to_background_commands():
+    with pytest.raises(SnippetError, match=r"test_until\.py:\d+: until= only applies to background"):
+        cmd("tcpdump -c 6 -i eth0", until="6 packets captured")
+
+
+def test_the_steps_end_waits_for_the_until_text():
+    page = Page(name="until", title="Until")
+    step = page.step("run", "A late last line", cmd(LATE, background=True, ready="listening", until="last frame"), "true")
+    late, _true = inlab.run_step(page, step)
+    assert (late.rc, late.stdout) == (0, "listening\nlast frame\n")
+
+
+def test_without_until_the_step_ends_at_once():
+    """The contrast that makes the test above mean something: SIGINT cuts the line off."""
+    page = Page(name="until", title="Until")
+    step = page.step("run", "A late last line", cmd(LATE, background=True, ready="listening"), "true")
+    late, _true = inlab.run_step(page, step)
+    assert (late.rc, late.stdout) == (0, "listening\n")
+
+
+def test_an_until_text_never_printed_fails_the_step_in_one_line():
+    page = Page(name="until", title="Until")
+    step = page.step("run", "Never", cmd("sleep 30", background=True, until="done", timeout=0.3), "true")
+    started = time.monotonic()
+    with pytest.raises(inlab.StepFailed) as info:
+        inlab.run_step(page, step)
+    assert time.monotonic() - started < 5
+    assert str(info.value).startswith("page until, step run: `sleep 30 &` never printed 'done' (")
+    assert "\n" not in str(info.value)
+
+
+def test_wait_ready_reads_what_was_printed_before_the_exit():
+    bg = Background(tuple(shlex.split(EXITS_FIRST)))
+    assert bg.wait_ready("6 packets captured", 5) is True
+    assert bg.stop(timeout=1).stdout == "6 packets captured\n"
