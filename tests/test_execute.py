@@ -145,6 +145,22 @@ def test_timeout_raises_and_leaves_no_process_behind(tmp_path):
     assert _eventually(lambda: _running_in_group(shell) == []), _running_in_group(shell)
 
 
+def test_a_command_that_leaves_a_daemon_holding_its_pipes_returns_like_a_shell(tmp_path):
+    """`setsid -f` leaves a process with the command's stdout and stderr: the command
+    returns once it exits (plus the grace), with what it printed by then."""
+    pids = tmp_path / "pids"
+    script = f"echo started; setsid -f sh -c 'echo $$ > {pids}; exec sleep 30'"
+    started = time.monotonic()
+    try:
+        res = execute.run(("sh", "-c", script), 10)
+        elapsed = time.monotonic() - started
+        assert res.rc == 0 and res.stdout == "started\n"
+        assert elapsed < execute.DETACHED_GRACE + 2
+    finally:
+        assert _eventually(pids.exists)
+        os.kill(int(pids.read_text()), signal.SIGKILL)
+
+
 def test_a_quick_command_is_not_affected_by_its_timeout():
     started = time.monotonic()
     assert execute.run(("sleep", "0.05"), 10).rc == 0

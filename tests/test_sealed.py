@@ -31,6 +31,7 @@ page = Page(name="holder", title="holder", nodes=("ns1",))
 page.step("hold", "hold",
     cmd("ip netns exec ns1 tcpdump -i lo -n -l", background=True, ready="listening on"),
     "start-stop-daemon --start --background --exec /bin/sleep -- 1000",
+    "setsid -f sleep 1001",
     "touch /etc/holder-was-here /var/lib/holder-was-here /tmp/holder-was-here",
     cmd("sleep 30", timeout=60))
 @page.check("hold", "never reached in these tests")
@@ -51,6 +52,7 @@ page.step("look", "look",
     "ls -A /run/netns /var/lib/cni /etc/netns /etc/cni",
     "touch /etc/machine-was-here /var/lib/machine-was-here /tmp/machine-was-here /run/machine-was-here",
     "start-stop-daemon --start --background --exec /bin/sleep -- 1000",
+    "setsid -f sleep 1001",
     "ps -e -o pid=,comm=")
 @page.check("look", "prints")
 def _(lab):
@@ -192,7 +194,7 @@ def test_the_page_time_limit_is_enforced(pages):
     assert time.monotonic() - started < 15
     assert proc.returncode == 1
     assert err.strip().splitlines()[-1] == (
-        "error: page holder did not finish within 2 s and was stopped (it was at holder: hold (4 commands))")
+        "error: page holder did not finish within 2 s and was stopped (it was at holder: hold (5 commands))")
     assert of_launcher(proc.pid) == []
     assert caller_state() == before
 
