@@ -16,8 +16,9 @@ A page that declares masks of its own records them after "meta", as
 A snapshot is {"nodes": [{"name": str, "links": [LINK]}]} (see deepdive.snapshot); of a
 LINK only "name" is required, and the fields the diagrams read must have their types.
 A failed check also has "where" and may have "error". Other keys are allowed and kept.
-load() checks this shape, and that the file is the page it is named after, so no code
-that reads a capture meets anything else.
+SHAPE states every field that must be there and the type of each; load() checks it,
+that ids are names, that masks compile, and that the file is the page it is named
+after, so no code that reads a capture meets anything else.
 
 Files are written only when their masked form changed, so a re-run that differs in
 volatile fields alone (ping times, dates) leaves the committed file byte-identical.
@@ -27,11 +28,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from deepdive.masking import masked
+from deepdive.masking import compile_masks, masked
 from deepdive.model import NAME_RE, DeepDiveError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,6 +55,7 @@ _STEP = {"id": str, "title": str, "commands": [_COMMAND], "snapshot": (_SNAPSHOT
 _CHECK = {"claim": str, "after": str, "passed": bool, "where?": str, "error?": str}
 SHAPE = {"generated": str, "page": str, "title": str,
          "meta": {"kernel": str, "iproute2": str, "pyroute2": str, "lab": str, "date": str},
+         "masks?": [{"pattern": str, "replacement": str}],
          "steps": [_STEP], "checks": [_CHECK]}
 
 
@@ -95,6 +98,11 @@ def shape_problem(capture: Any) -> str:
     for i, s in enumerate(capture["steps"]):
         if not NAME_RE.fullmatch(s["id"]):  # ids become file names and HTML ids
             return f"steps[{i}].id {s['id']!r} is not a step id"
+    for i, m in enumerate(capture.get("masks", [])):
+        try:
+            compile_masks([(m["pattern"], m["replacement"])])
+        except (re.error, IndexError) as exc:
+            return f"masks[{i}] is not a pattern and its replacement ({exc})"
     return ""
 
 

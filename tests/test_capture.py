@@ -240,6 +240,11 @@ WRONG_SHAPES = {
     "a step id that is a path": (_edited(**{"steps.0.id": "../../x"}), "steps[0].id '../../x' is not a step id"),
     "another page": (_edited(page="veth"), "it is the capture of page 'veth'"),
     "markup for a page": (_edited(page='x"><script>'), "is not a page name"),
+    "masks an object": (_edited(masks={}), "masks is an object, not a list"),
+    "a mask that does not compile": (_edited(masks=[{"pattern": "(", "replacement": "x"}]),
+                                     "masks[0] is not a pattern and its replacement (missing ), unterminated"),
+    "a mask's unknown group": (_edited(masks=[{"pattern": "a", "replacement": r"\g<x>"}]),
+                               "masks[0] is not a pattern and its replacement (unknown group name 'x')"),
 }
 
 
