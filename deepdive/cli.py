@@ -169,11 +169,12 @@ def interrupted() -> str:
 
 
 def draw(page: str | None) -> None:
-    """Redraw diagrams from the committed captures, without running any lab."""
-    from deepdive import diagram
-    from deepdive.capture import DIAGRAMS
+    """Redraw diagrams from the committed captures, without running any lab; published
+    as lab.run publishes, so only diagrams whose bytes changed are written and named."""
+    from deepdive.publish import publish_files
+    written = 0
     for p in lab.pages(page, all_pages=page is None):
-        capture = captures.load(p.name)
-        for step_id, snap in captures.snapshots(capture):
-            for path in diagram.render(p.name, step_id, snap, DIAGRAMS):
-                console.print(f"drew {path.relative_to(ROOT)}", markup=False)
+        for path in publish_files(p.name, captures.load(p.name)):
+            console.print(f"drew {path.relative_to(ROOT)}", markup=False)
+            written += 1
+    console.print(f"lab.draw: {written or 'no'} diagram(s) changed")
