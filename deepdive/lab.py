@@ -32,8 +32,6 @@ from deepdive.masking import drift
 from deepdive.model import DeepDiveError, Page
 from deepdive.publish import ChecksFailed, publish  # noqa: F401 (benchmarks call lab.publish)
 
-MARKER = "DEEPDIVE_LAB"
-RUN_PREFIX = "ddlab-"
 ALWAYS_NEEDED = ("ip", "unshare", "mount")
 PACKAGES = {"ip": "iproute2", "bridge": "iproute2", "tc": "iproute2", "unshare": "util-linux",
             "mount": "mount", "cat": "coreutils", "ping": "iputils-ping", "tcpdump": "tcpdump",
@@ -41,7 +39,8 @@ PACKAGES = {"ip": "iproute2", "bridge": "iproute2", "tc": "iproute2", "unshare":
             "nft": "nftables", "iptables": "iptables", "ipset": "ipset",
             "conntrack": "conntrack", "bpftool": "bpftool", "clang": "clang",
             "catatonit": "catatonit", "python3": "python3"}
-PAGE_TIMEOUT = 120.0
+PAGE_TIMEOUT = 120.0  # seconds a page may take in the host lab; $DEEPDIVE_PAGE_TIMEOUT overrides
+MARKER, RUN_PREFIX = runs.MARKER, runs.RUN_PREFIX
 
 
 @dataclass

@@ -69,8 +69,10 @@ def _page_init(name: str, write_end: int) -> None:
 
 
 def run_page(name: str, out: Path) -> None:
-    """Fork, enter fresh namespaces in the child, run the page there."""
-    lab.preflight(registry.load(name))  # tools and link kinds, as on the host
+    """Fork a child that enters fresh namespaces and forks the page's PID 1 there; leave
+    OUT/NAME.json or OUT/NAME.error. When PID 1 ends, the kernel ends the rest of the
+    page's processes."""
+    lab.preflight(registry.load(name))  # tools and kernel features, as on the host
     started = time.monotonic()
     read_end, write_end = os.pipe()
     pid = os.fork()
