@@ -7,7 +7,7 @@ import threading
 import time
 
 from deepdive.model import Needs, Page, cmd
-from deepdive.parse import received
+from deepdive.parse import answered
 from deepdive.snapshot import find_link
 
 page = Page(
@@ -147,7 +147,8 @@ def _(lab):
 @page.check("ping", "Pings through the bond are answered, and the switch learned the bond's MAC on sw0 only")
 def _(lab):
     fdb = lab.output(FDB, step="ping").splitlines()
-    return received(lab.output(PING, step="ping")) == 3 and fdb == ["02:00:00:00:01:01 dev sw0 master br0 "]
+    return answered(lab.output(PING, step="ping"), "10.0.0.2", 3) and \
+        fdb == ["02:00:00:00:01:01 dev sw0 master br0 "]
 
 
 @page.check("failover", "With sw0 down, miimon marked eth0 down and made eth1 the active slave")
@@ -160,7 +161,8 @@ def _(lab):
 @page.check("failover", "Pings still get through, and the switch now finds the bond's MAC behind sw1")
 def _(lab):
     fdb = lab.output(FDB, step="failover").splitlines()
-    return received(lab.output(PING, step="failover")) == 3 and fdb == ["02:00:00:00:01:01 dev sw1 master br0 "]
+    return answered(lab.output(PING, step="failover"), "10.0.0.2", 3) and \
+        fdb == ["02:00:00:00:01:01 dev sw1 master br0 "]
 
 
 @page.check("recover", "eth0 is up again but stays the backup: eth1 remains active")
@@ -228,7 +230,7 @@ def _(lab):
 
 @page.check("flows", "Every ping is answered")
 def _(lab):
-    return all(received(lab.output(f"ping -c 2 -i 0.2 -W 1 {ip}", step="flows")) == 2 for ip in XOR_TARGETS)
+    return all(answered(lab.output(f"ping -c 2 -i 0.2 -W 1 {ip}", step="flows"), ip, 2) for ip in XOR_TARGETS)
 
 
 @page.check("flows", "Each destination's packets all take one link, and both links carry some destinations")

@@ -5,7 +5,8 @@ Run with `invoke lab.run --page dummy`; the page is docs/interfaces/dummy.md.
 import re
 
 from deepdive.model import Needs, Page, cmd
-from deepdive.parse import received
+from deepdive.parse import answered, received, transmitted
+from deepdive.snapshot import holders
 
 page = Page(
     name="dummy",
@@ -93,9 +94,9 @@ def _(lab):
         re.search(r"^\s+dummy ", shown, re.M) is not None
 
 
-@page.check("local", "Pings to the dummy's own address are answered")
+@page.check("local", "Pings to the dummy's own address are answered, both of them, from 10.0.0.1")
 def _(lab):
-    return received(lab.output("ping -c 2", step="local")) == 2
+    return answered(lab.output("ping -c 2", step="local"), "10.0.0.1", 2)
 
 
 @page.check("local", "The kernel delivers traffic for 10.0.0.1 through `lo`: dummy0 counted no packet")
@@ -121,7 +122,8 @@ def _(lab):
 @page.check("pod", "Before kube-ipvs0 exists, the node has no route for the pod's packet to 10.96.0.10, "
                    "and the ping goes unanswered")
 def _(lab):
-    return received(lab.output("ping -c 1 -W 1 10.96.0.10", step="pod")) == 0 and \
+    ping = lab.output("ping -c 1 -W 1 10.96.0.10", step="pod")
+    return transmitted(ping) == 1 and received(ping) == 0 and \
         "No route to host" in lab.result("route get 10.96.0.10", step="pod").stderr
 
 
@@ -138,9 +140,10 @@ def _(lab):
     return all(f"local {ip} proto kernel scope host src {ip}" in table for ip in ("10.96.0.1", "10.96.0.10"))
 
 
-@page.check("reach", "The pod's pings to 10.96.0.10 are answered")
+@page.check("reach", "The pod's pings to 10.96.0.10 are answered, from that address on kube-ipvs0")
 def _(lab):
-    return received(lab.output("ping -c 2 -i 0.2 -W 1 10.96.0.10", step="reach")) == 2
+    return answered(lab.output("ping -c 2 -i 0.2 -W 1 10.96.0.10", step="reach"), "10.96.0.10", 2) and \
+        holders(lab.snapshot, "10.96.0.10") == [("node", "kube-ipvs0")]
 
 
 @page.check("reach", "For a packet arriving from the pod, the node's routing decision for 10.96.0.10 is `local`")
@@ -150,7 +153,8 @@ def _(lab):
 
 @page.check("reach", "A service IP that is not on kube-ipvs0 (10.96.0.11) gets no answer")
 def _(lab):
-    return received(lab.output("10.96.0.11", step="reach")) == 0
+    ping = lab.output("10.96.0.11", step="reach")
+    return transmitted(ping) == 1 and received(ping) == 0 and holders(lab.snapshot, "10.96.0.11") == []
 
 
 @page.check("reach", "kube-ipvs0 itself carried no packet: its counters are zero")

@@ -3,8 +3,8 @@
 Run with `invoke lab.run --page ipvlan`; the page is docs/interfaces/ipvlan.md.
 """
 from deepdive.model import Needs, Page, cmd
-from deepdive.parse import received
-from deepdive.snapshot import find_link
+from deepdive.parse import answered, neighbour, received, transmitted
+from deepdive.snapshot import find_link, holders
 
 page = Page(
     name="ipvlan",
@@ -121,26 +121,30 @@ def _(lab):
     return not lab.link("host", "eth0")["promisc"]
 
 
-@page.check("ping", "The peer reaches both pods, and its neighbour table maps both IPs to the same MAC")
+@page.check("ping", "The peer reaches both pods, and its neighbour table maps both IPs to the same MAC, "
+                    "learned by ARP (REACHABLE, not PERMANENT)")
 def _(lab):
-    pings = all(received(lab.output(f"ping -c 1 -W 1 10.0.0.1{i}", step="ping")) == 1 for i in (1, 2))
-    neigh = [lab.output(f"neigh show 10.0.0.1{i}", step="ping") for i in (1, 2)]
-    return pings and all(f"lladdr {NODE_MAC} " in n for n in neigh)
+    return all(answered(lab.output(f"ping -c 1 -W 1 10.0.0.1{i}", step="ping"), f"10.0.0.1{i}")
+               and neighbour(lab.output(f"neigh show 10.0.0.1{i}", step="ping"), f"10.0.0.1{i}")
+               == (NODE_MAC, "REACHABLE") for i in (1, 2))
 
 
 @page.check("between", "pod1 reaches pod2, and none of their packets went out on the cable to peer")
 def _(lab):
     seen = lab.output("tcpdump", step="between")
-    return received(lab.output("pod1 ping", step="between")) == 2 and "ICMP" not in seen and \
+    return answered(lab.output("pod1 ping", step="between"), "10.0.0.12", 2) and "ICMP" not in seen and \
         "0 packets captured" in lab.result("tcpdump", step="between").stderr
 
 
 @page.check("host", "With its address on the parent eth0, the host answers the peer, "
                     "but the pods and the host cannot reach each other")
 def _(lab):
-    return received(lab.output("pod1 ping", step="host")) == 0 and \
-        received(lab.output("ping -c 1 -W 1 10.0.0.11", step="host")) == 0 and \
-        received(lab.output("peer ping", step="host")) == 1
+    unanswered = [lab.output(c, step="host") for c in ("pod1 ping", "ping -c 1 -W 1 10.0.0.11")]
+    snap = lab.snapshot
+    return all(transmitted(p) == 1 and received(p) == 0 for p in unanswered) and \
+        answered(lab.output("peer ping", step="host"), "10.0.0.1") and \
+        holders(snap, "10.0.0.1") == [("host", "eth0")] and holders(snap, "10.0.0.11") == [("pod1", "eth0")] and \
+        find_link(snap, "pod1", "eth0")["up"]
 
 
 @page.check("host-child", "Once the host's address sits on an ipvlan child (ipvl0), "
@@ -148,8 +152,8 @@ def _(lab):
 def _(lab):
     link = lab.link("host", "ipvl0")
     return link["kind"] == "ipvlan" and "10.0.0.1/24" in link["addresses"] and \
-        received(lab.output("pod1 ping", step="host-child")) == 1 and \
-        received(lab.output("ping -c 1 -W 1 10.0.0.11", step="host-child")) == 1
+        answered(lab.output("pod1 ping", step="host-child"), "10.0.0.1") and \
+        answered(lab.output("ping -c 1 -W 1 10.0.0.11", step="host-child"), "10.0.0.11")
 
 
 @page.check("macvlan", "A parent that has ipvlan children refuses a macvlan child")
@@ -157,15 +161,16 @@ def _(lab):
     return "Device or resource busy" in lab.result("name mv0", step="macvlan").stderr
 
 
-@page.check("macvlan", "With macvlan each pod has its own MAC, and the peer's neighbour table shows two different ones")
+@page.check("macvlan", "With macvlan each pod has its own MAC, and the peer's neighbour table shows two different ones, "
+                      "learned by ARP")
 def _(lab):
     snap = lab.snapshot
     pods = [find_link(snap, f"pod{i}", "eth0") for i in (1, 2)]
-    neigh = [lab.output(f"neigh show 10.0.0.1{i}", step="macvlan") for i in (1, 2)]
-    pings = all(received(lab.output(f"ping -c 1 -W 1 10.0.0.1{i}", step="macvlan")) == 1 for i in (1, 2))
-    return pings and all(p["kind"] == "macvlan" for p in pods) and \
+    return all(p["kind"] == "macvlan" for p in pods) and \
         [p["mac"] for p in pods] == ["02:00:00:00:01:01", "02:00:00:00:02:01"] and \
-        "lladdr 02:00:00:00:01:01 " in neigh[0] and "lladdr 02:00:00:00:02:01 " in neigh[1]
+        all(answered(lab.output(f"ping -c 1 -W 1 10.0.0.1{i}", step="macvlan"), f"10.0.0.1{i}")
+            and neighbour(lab.output(f"neigh show 10.0.0.1{i}", step="macvlan"), f"10.0.0.1{i}")
+            == (f"02:00:00:00:0{i}:01", "REACHABLE") for i in (1, 2))
 
 
 @page.check("macvlan", "macvlan put the parent eth0 into promiscuous mode, to receive frames for the pods' MACs")

@@ -5,8 +5,8 @@ Run with `invoke lab.run --page vlan`; the page is docs/interfaces/vlan.md.
 import re
 
 from deepdive.model import Needs, Page, cmd
-from deepdive.parse import received
-from deepdive.snapshot import find_link
+from deepdive.parse import answered, received, transmitted
+from deepdive.snapshot import find_link, holders
 
 page = Page(
     name="vlan",
@@ -98,10 +98,13 @@ def _(lab):
     return "vlan protocol 802.1Q id 10 " in lab.output("-details link show eth0.10")
 
 
-@page.check("tagged", "Hosts in the same VLAN reach each other: both pings are answered")
+@page.check("tagged", "Hosts in the same VLAN reach each other: both pings are answered, "
+                      "by ns2's addresses on eth0.10 and eth0.20")
 def _(lab):
-    return received(lab.output("ping -c 1 -W 1 10.0.10.2", step="tagged")) == 1 and \
-        received(lab.output("ping -c 1 -W 1 10.0.20.2", step="tagged")) == 1
+    snap = lab.snapshot
+    return all(answered(lab.output(f"ping -c 1 -W 1 {ip}", step="tagged"), ip)
+               and holders(snap, ip) == [("ns2", link)]
+               for ip, link in (("10.0.10.2", "eth0.10"), ("10.0.20.2", "eth0.20")))
 
 
 @page.check("tagged", "On the parent, every frame carries an 802.1Q tag with the right ID: "
@@ -127,9 +130,14 @@ def _(lab):
         len(parent) == 1 and "length 102: vlan 10" in parent[0]
 
 
-@page.check("mismatch", "Same subnet, different VLAN: ns1 gets no answer from 10.0.20.2")
+@page.check("mismatch", "Same subnet, different VLAN: ns1 gets no answer from 10.0.20.2, "
+                        "though ns2's eth0.20 is up and holds that address")
 def _(lab):
-    return received(lab.output("ping -c 1 -W 0.5 10.0.20.2", step="mismatch")) == 0
+    ping = lab.output("ping -c 1 -W 0.5 10.0.20.2", step="mismatch")
+    snap = lab.snapshot
+    return transmitted(ping) == 1 and received(ping) == 0 and \
+        holders(snap, "10.0.20.2") == [("ns2", "eth0.20")] and find_link(snap, "ns2", "eth0.20")["up"] and \
+        holders(snap, "10.0.20.1") == [("ns1", "eth0.30")]
 
 
 @page.check("mismatch", "ns1's ARP request reached ns2's eth0 tagged `vlan 30`, and ns2 never answered")
