@@ -102,12 +102,12 @@ def run_step(page: Page, step: Step) -> list[Result]:
             bg = execute.Background(c.argv)
             running.append((i, bg, c))
             if c.ready and not bg.wait_ready(c.ready, c.timeout):
-                _never_printed(page, step, c, c.ready, bg)
+                _never_printed(page, step, c, c.ready, bg.stop(timeout=1))
         # Stopped before it printed `until`, a capture would lose the frames still in
         # its buffers: the step's end waits for that text first.
         for _i, bg, c in running:
             if c.until and not bg.wait_ready(c.until, c.timeout):
-                _never_printed(page, step, c, c.until, bg)
+                _never_printed(page, step, c, c.until, bg.stop(timeout=1))
     finally:
         for i, bg, _c in running:
             results.setdefault(i, bg.stop(timeout=2))
@@ -116,11 +116,10 @@ def run_step(page: Page, step: Step) -> list[Result]:
     return [results[i] for i in range(len(step.commands))]
 
 
-def _never_printed(page: Page, step: Step, c: Cmd, text: str, bg: execute.Background) -> NoReturn:
-    res = bg.stop(timeout=1)
+def _never_printed(page: Page, step: Step, c: Cmd, text: str, res: Result) -> NoReturn:
     detail = (res.stderr or res.stdout).strip().splitlines()
-    raise StepFailed(f"page {page.name}, step {step.id}: `{c.text}` never printed "
-                     f"{text!r}" + (f": {detail[-1]}" if detail else "") + f" ({c.where})")
+    raise StepFailed(f"page {page.name}, step {step.id}: `{c.text}` never printed {text!r} "
+                     f"within {c.timeout:g} s" + (f": {detail[-1]}" if detail else "") + f" ({c.where})")
 
 
 def _expect(page: Page, step: Step, c: Cmd, res: Result) -> None:
@@ -132,11 +131,20 @@ def _expect(page: Page, step: Step, c: Cmd, res: Result) -> None:
 
 def _execute(page: Page, step: Step | None, c: Cmd) -> Result:
     where = f"page {page.name}, step {step.id}" if step else f"page {page.name}, check probe"
+    deadline = time.monotonic() + c.timeout
     try:
         res = execute.run(c.argv, c.timeout, stdin=c.stdin, heredoc=c.heredoc)
+        # A state the kernel reaches a moment after it was asked for (a link's carrier,
+        # acted on by its link watcher in the background) is shown once it is reached.
+        while c.until and c.until not in res.stdout and time.monotonic() < deadline:
+            time.sleep(0.01)
+            res = execute.run(c.argv, max(0.1, deadline - time.monotonic()),
+                              stdin=c.stdin, heredoc=c.heredoc)
     except CommandTimeout as exc:
         raise StepFailed(f"{where}: `{c.line}` timed out: {exc}") from None
     if step is not None:
+        if c.until and c.until not in res.stdout:
+            _never_printed(page, step, c, c.until, res)
         _expect(page, step, c, res)
     return res
 

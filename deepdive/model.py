@@ -77,6 +77,11 @@ class Cmd:
     # text it prints once it has seen all the step makes it see (a capture's last frame,
     # or `tcpdump -c N`'s "N packets captured"): the step's end waits for it, since a
     # capture stopped earlier loses the frames it has not printed yet.
+    # On a command that is not in the background, `until` is text its standard output
+    # shows once the kernel has reached a state that it reaches a moment after being
+    # asked, in the background (`ip link show` "state UP": a link's carrier is acted on
+    # by the kernel's link watcher, and until then the link drops what is sent on it).
+    # The command is run again until it shows that text, and its last run is recorded.
     background: bool = False
     ready: str = ""
     until: str = ""
@@ -114,12 +119,13 @@ def cmd(command: str, *, rc: int = 0, timeout: float = DEFAULT_TIMEOUT,
     stdin: absolute path of a file to read standard input from (`cmd("nft -f -",
       stdin="/etc/nftables/kube.nft")`); heredoc: text to read instead, shown as a
       here-document (`cmd("iptables-restore", heredoc=rules)`). Not with background.
+    ready, until: text to wait for (see Cmd); ready only with background.
     Raises SnippetError at the caller's file:line for shell syntax, a bad timeout, an
     exit status outside 0-255, or a stdin/heredoc that bash would read differently.
     """
     where = _caller_location()
-    if (ready or until) and not background:
-        raise SnippetError(f"{where}: {'ready' if ready else 'until'}= only applies to background commands")
+    if ready and not background:
+        raise SnippetError(f"{where}: ready= only applies to background commands")
     try:
         argv = tuple(shlex.split(command))
         # Split again with shell operators as tokens of their own, so that `a;b` or

@@ -18,7 +18,9 @@ page = Page(
     ipv6=False,
 )
 
-# What arrives at the other end of node's cable.
+# What arrives at the other end of node's cable. Each capture below ends once it has
+# printed the last frame its step expects (`until`): stopped earlier, tcpdump drops the
+# frames it has not printed yet. No count (-c): a frame that should not be there must show.
 CAPTURE = "ip netns exec lan tcpdump -i eth0 -n -e -t -l --immediate-mode arp or icmp"
 
 page.step(
@@ -40,20 +42,24 @@ page.step(
     "ip -n ns2 link set macvlan2 up",
     snapshot=True,
 )
+# A link's operational state (`state UP`) is set a moment after it comes up, in the
+# background; so is eth0's readiness to send, without which the LAN sees nothing.
 page.step(
     "show", "Look at a child and at its parent",
-    "ip -n ns1 link show macvlan1",
+    cmd("ip -n ns1 link show macvlan1", until="state UP"),
     "ip -n ns1 -details link show macvlan1",
-    "ip -n node link show eth0",
+    cmd("ip -n node link show eth0", until="state UP"),
 )
 page.step(
     "between", "ns1 pings ns2 while the LAN listens",
-    cmd(CAPTURE, background=True, ready="listening on"),
+    cmd(CAPTURE, background=True, ready="listening on", until="Request who-has 10.0.0.2 tell 10.0.0.1"),
     "ip netns exec ns1 ping -c 1 -W 1 10.0.0.2",
 )
 page.step(
     "outside", "Each container, and node itself, pings the LAN",
-    cmd(CAPTURE, background=True, ready="listening on"),
+    # The last frame: the LAN's echo reply to node's eth0.
+    cmd(CAPTURE, background=True, ready="listening on",
+        until="02:00:00:00:00:02 > 02:00:00:00:00:01, ethertype IPv4"),
     "ip netns exec ns1 ping -c 1 -W 1 10.0.0.100",
     "ip netns exec ns2 ping -c 1 -W 1 10.0.0.100",
     "ip netns exec node ping -c 1 -W 1 10.0.0.100",
@@ -62,7 +68,7 @@ page.step(
 # capture below ends long before the first retry, and no later step captures on the LAN.
 page.step(
     "parent", "node pings its own child",
-    cmd(CAPTURE, background=True, ready="listening on"),
+    cmd(CAPTURE, background=True, ready="listening on", until="Request who-has 10.0.0.1 tell 10.0.0.10"),
     cmd("ip netns exec node ping -c 1 -W 0.3 10.0.0.1", rc=1),
 )
 page.step(

@@ -15,8 +15,10 @@ page = Page(
     ipv6=False,
 )
 
-# server1 watches its underlay interface: only the tunnel's UDP datagrams.
-CAPTURE = "ip netns exec server1 tcpdump -i eth0 -n -e -t -l --immediate-mode udp port 4789"
+# server1 watches its underlay interface: only the tunnel's UDP datagrams. Each capture
+# below ends once it has printed what its step makes it see (`until`): stopped earlier,
+# tcpdump drops the frames it has not printed yet.
+CAPTURE = "ip netns exec server1 tcpdump{count} -i eth0 -n -e -t -l --immediate-mode udp port 4789"
 # server2 watches its vx0 for echo requests, with -v for their IP headers' flags.
 ARRIVED = ("ip netns exec server2 tcpdump -i vx0 -n -v -t -l --immediate-mode"
            " 'icmp[icmptype] == icmp-echo'")
@@ -29,6 +31,10 @@ page.step(
     "ip -n server2 addr add 192.168.0.2/24 dev eth0",
     "ip -n server1 link set eth0 up",
     "ip -n server2 link set eth0 up",
+    # server1's eth0 came up before its peer, so without a carrier: the kernel readies it
+    # for sending a moment after the peer came up, in the background, and drops what is
+    # sent before that (the ping's ARP request). `state UP` says it is done.
+    cmd("ip -n server1 link show eth0", until="state UP"),
     "ip netns exec server1 ping -c 1 -W 1 192.168.0.2",
 )
 # `srcport 4789 4790` pins the outer UDP source port, otherwise a hash of the inner
@@ -53,7 +59,8 @@ page.step(
 )
 page.step(
     "ping", "Ping across the overlay while server1 captures on the underlay",
-    cmd(CAPTURE, background=True, ready="listening on"),
+    # The ARP exchange and two pings make six datagrams; then tcpdump -c 6 ends by itself.
+    cmd(CAPTURE.format(count=" -c 6"), background=True, ready="listening on", until="6 packets captured"),
     "ip netns exec server1 ping -c 2 -i 0.2 -W 1 10.0.0.2",
 )
 page.step(
@@ -63,8 +70,9 @@ page.step(
 )
 page.step(
     "mtu", "The largest packet that fits, and one byte more",
-    cmd(CAPTURE, background=True, ready="listening on"),
-    cmd(ARRIVED, background=True, ready="listening on"),
+    # No count here: the capture must be able to show a frame that should not be there.
+    cmd(CAPTURE.format(count=""), background=True, ready="listening on", until="ICMP echo reply"),
+    cmd(ARRIVED, background=True, ready="listening on", until="ICMP echo request"),
     "ip netns exec server1 ping -c 1 -W 1 -M do -s 1422 10.0.0.2",
     cmd("ip netns exec server1 ping -c 1 -W 0.5 -M do -s 1423 10.0.0.2", rc=1),
 )

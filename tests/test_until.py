@@ -1,22 +1,27 @@
-"""A background command's `until`: the step's end waits until it printed that text.
+"""`until`: a command's step waits until the command printed that text.
 
-A capture stopped with SIGINT right after the step's last command loses the frames it
-has not printed yet (tcpdump reports "5 packets captured, 6 packets received by
-filter"); `until` names what it prints once it has seen everything, and the step's end
-waits for it. Real processes, no privileges: small `python -c` programs stand in for a
-capture that prints its last line late.
+In the background (a capture), the step's end waits for it: a capture stopped with
+SIGINT right after the step's last command loses the frames it has not printed yet
+(tcpdump reports "5 packets captured, 6 packets received by filter"). In the
+foreground, the command is run again until it shows the text: a state the kernel
+reaches a moment later on its own (`ip link show` "state UP" once its link watcher has
+readied a link; what is sent on the link before that is dropped).
+
+Real processes, no privileges: small `python -c` programs stand in for a capture that
+prints its last line late, and `cat` of a file for a state reached late.
 """
 from __future__ import annotations
 
 import shlex
 import sys
+import threading
 import time
 
 import pytest
 
 from deepdive import inlab
 from deepdive.execute import Background
-from deepdive.model import Page, SnippetError, cmd
+from deepdive.model import Page, cmd
 
 PY = shlex.join((sys.executable, "-S", "-c"))
 # Prints its last line only after a while, as a capture under load does, and listens on;
@@ -33,9 +38,30 @@ EXITS_FIRST = PY + " " + shlex.quote(
     "    time.sleep(0.3); print('6 packets captured', flush=True)\n")
 
 
-def test_until_only_applies_to_background_commands():
-    with pytest.raises(SnippetError, match=r"test_until\.py:\d+: until= only applies to background"):
-        cmd("tcpdump -c 6 -i eth0", until="6 packets captured")
+def test_a_command_is_run_again_until_it_shows_the_state(tmp_path):
+    """As `ip link show` shows "state UP" once the kernel's link watcher got to it."""
+    state = tmp_path / "operstate"
+    state.write_text("state DOWN\n")
+    page = Page(name="until", title="Until")
+    step = page.step("run", "A state reached later", cmd(f"cat {state}", until="state UP"))
+    threading.Timer(0.3, state.write_text, ("state UP\n",)).start()
+    started = time.monotonic()
+    (shown,) = inlab.run_step(page, step)
+    assert (shown.rc, shown.stdout) == (0, "state UP\n")
+    assert time.monotonic() - started >= 0.3
+
+
+def test_a_state_never_shown_fails_the_step_in_one_line(tmp_path):
+    state = tmp_path / "operstate"
+    state.write_text("state DOWN\n")
+    page = Page(name="until", title="Until")
+    step = page.step("run", "Never", cmd(f"cat {state}", until="state UP", timeout=0.3))
+    started = time.monotonic()
+    with pytest.raises(inlab.StepFailed) as info:
+        inlab.run_step(page, step)
+    assert time.monotonic() - started < 3
+    assert str(info.value).startswith(f"page until, step run: `cat {state}` never printed 'state UP' "
+                                      "within 0.3 s: state DOWN (")
 
 
 def test_the_steps_end_waits_for_the_until_text():
@@ -60,7 +86,7 @@ def test_an_until_text_never_printed_fails_the_step_in_one_line():
     with pytest.raises(inlab.StepFailed) as info:
         inlab.run_step(page, step)
     assert time.monotonic() - started < 5
-    assert str(info.value).startswith("page until, step run: `sleep 30 &` never printed 'done' (")
+    assert str(info.value).startswith("page until, step run: `sleep 30 &` never printed 'done' within 0.3 s (")
     assert "\n" not in str(info.value)
 
 
