@@ -61,9 +61,12 @@ def prepare() -> None:
     _private_trees()
     mount("deepdive", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=755")
     mount("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    private = [t for t in (*OVERLAID, "/run") if os.path.isdir(t)]
     for path in EMPTY:
-        os.makedirs(path, exist_ok=True)
-        mount("deepdive", path, "tmpfs", MS_NOSUID | MS_NODEV, "mode=755")
+        # Only inside a private tree: a directory made anywhere else would be the caller's.
+        if any(path.startswith(t + "/") for t in private):
+            os.makedirs(path, exist_ok=True)
+            mount("deepdive", path, "tmpfs", MS_NOSUID | MS_NODEV, "mode=755")
     _loopback_up()
 
 
