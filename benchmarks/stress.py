@@ -10,10 +10,11 @@ and, with `--beside`, another page loops in the lab next to it. `--as nobody` ru
 same loop rootless, as user nobody (`setpriv --reuid=65534 --regid=65534 --clear-groups
 env HOME=/tmp`); `both` does root first, then nobody (both need root to start).
 
-Prints one mark per run (`.` passed, `F` failed), then per page and user: runs, false
-failures, and each failure's message (a step's one-line error, or the claims whose
-checks failed). `--show-output` adds what the failed checks' steps printed. Exits 1 if
-anything failed.
+Prints one mark per run (`.` passed, `F` failed, `d` passed but differs from the
+committed capture, as `lab.check` would report), then per page and user: runs, false
+failures, drifts, and each one's message (a step's one-line error, the claims whose
+checks failed, the first line of each drift). `--show-output` adds what the failed
+checks' steps printed. Exits 1 if anything failed or drifted.
 """
 from __future__ import annotations
 
@@ -47,18 +48,20 @@ class Tally:
     runs: int = 0
     seconds: float = 0.0
     failures: list[str] = field(default_factory=list)
+    drifts: list[str] = field(default_factory=list)
 
 
-def run_once(page: str, show_output: bool) -> str:
-    """One run of `page`; "" if it passed, else why not in one line (plus, with
-    show_output, what the failed checks' steps printed)."""
+def run_once(page: str, show_output: bool) -> tuple[str, list[str]]:
+    """One run of `page`: why it failed ("" if it passed) in one line (plus, with
+    show_output, what the failed checks' steps printed), and how a run that passed
+    differs from the committed capture, volatile fields masked (what lab.check reports)."""
     try:
         outcome = lab.run_host(registry.load(page))
     except DeepDiveError as exc:
-        return str(exc)
+        return str(exc), []
     failed = outcome.failed_checks
     if not failed:
-        return ""
+        return "", lab.compare(outcome)
     why = "; ".join(f"check failed: {c['claim']} ({c['where']})"
                     + (f": {c['error']}" if c.get("error") else "") for c in failed)
     if show_output:
@@ -67,7 +70,7 @@ def run_once(page: str, show_output: bool) -> str:
             for c in step["commands"]:
                 why += f"\n    $ {c['cmd']}  [exit {c['rc']}]\n" + "".join(
                     f"      {line}\n" for line in (c["stdout"] + c["stderr"]).splitlines())
-    return why
+    return why, []
 
 
 def loop(pages: list[str], runs: int, user: str, show_output: bool) -> list[Tally]:
@@ -77,11 +80,13 @@ def loop(pages: list[str], runs: int, user: str, show_output: bool) -> list[Tall
         print(f"{page:8} {user:6} ", end="", flush=True)
         started = time.monotonic()
         for _ in range(runs):
-            why = run_once(page, show_output)
+            why, drift = run_once(page, show_output)
             tally.runs += 1
             if why:
                 tally.failures.append(why)
-            print("F" if why else ".", end="", flush=True)
+            if drift:
+                tally.drifts.append("; ".join(d.splitlines()[0] for d in drift))
+            print("F" if why else "d" if drift else ".", end="", flush=True)
         tally.seconds = time.monotonic() - started
         print(f" {tally.seconds / max(runs, 1):.2f} s a run", flush=True)
         tallies.append(tally)
@@ -143,13 +148,16 @@ class Load:
 
 def report(tallies: list[Tally], load: str) -> bool:
     print(f"\nunder {load}, {os.cpu_count()} CPUs:")
-    print(f"{'page':8} {'user':6} {'runs':>5} {'false failures':>15} {'s/run':>6}")
+    print(f"{'page':8} {'user':6} {'runs':>5} {'false failures':>15} {'drift':>6} {'s/run':>6}")
     for t in tallies:
-        print(f"{t.page:8} {t.user:6} {t.runs:5} {len(t.failures):15} {t.seconds / max(t.runs, 1):6.2f}")
+        print(f"{t.page:8} {t.user:6} {t.runs:5} {len(t.failures):15} {len(t.drifts):6} "
+              f"{t.seconds / max(t.runs, 1):6.2f}")
     for t in tallies:
         for why in t.failures:
             print(f"- {t.page} ({t.user}): {why}")
-    return not any(t.failures for t in tallies)
+        for what in t.drifts:
+            print(f"- {t.page} ({t.user}), drift: {what}")
+    return not any(t.failures or t.drifts for t in tallies)
 
 
 def main() -> None:
@@ -187,7 +195,7 @@ def main() -> None:
         load.stop()
     if args.summary_line:
         print(SUMMARY + json.dumps([asdict(t) for t in tallies]), flush=True)
-        sys.exit(0 if not any(t.failures for t in tallies) else 1)
+        sys.exit(0 if not any(t.failures or t.drifts for t in tallies) else 1)
     sys.exit(0 if report(tallies, str(load)) else 1)
 
 
