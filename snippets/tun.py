@@ -30,7 +30,8 @@ page.step(
 )
 page.step(
     "read", "A program attaches to tun0 and reads what the kernel routes there",
-    cmd(f"{READER} --count 1 tun0", background=True, ready="reading tun0"),
+    # The step ends once the program has printed the packet's last line, its first bytes.
+    cmd(f"{READER} --count 1 tun0", background=True, ready="reading tun0", until="45 00 00 54 ..."),
     "ip link show tun0",
     cmd("ping -c 1 -W 0.3 10.0.1.2", rc=1),
 )
