@@ -30,7 +30,7 @@ from deepdive.model import Page, cmd
 page = Page(name="holder", title="holder", nodes=("ns1",))
 page.step("hold", "hold",
     cmd("ip netns exec ns1 tcpdump -i lo -n -l", background=True, ready="listening on"),
-    "start-stop-daemon --start --background --exec /bin/sleep -- 1000",
+    "start-stop-daemon --start --background --make-pidfile --pidfile /run/sleeper.pid --exec /bin/sleep -- 1000",
     "setsid -f sleep 1001",
     "touch /etc/holder-was-here /var/lib/holder-was-here /tmp/holder-was-here",
     cmd("sleep 30", timeout=60))
@@ -51,7 +51,7 @@ page.step("look", "look",
     "ping -c 1 -W 1 127.0.0.1",
     "ls -A /run/netns /var/lib/cni /etc/netns /etc/cni",
     "touch /etc/machine-was-here /var/lib/machine-was-here /tmp/machine-was-here /run/machine-was-here",
-    "start-stop-daemon --start --background --exec /bin/sleep -- 1000",
+    "start-stop-daemon --start --background --make-pidfile --pidfile /run/sleeper.pid --exec /bin/sleep -- 1000",
     "setsid -f sleep 1001",
     "ps -e -o pid=,comm=")
 @page.check("look", "prints")
