@@ -199,6 +199,9 @@ def mask_text(text: str, argv: Iterable[str] = (), extra: tuple[Mask, ...] = ())
     return text
 
 
+KERNEL_RELEASE = "<kernel release>"
+
+
 def page_masks(capture: dict[str, Any]) -> list[dict[str, str]]:
     """The masks a capture records ([{"pattern": ..., "replacement": ...}]), or []."""
     masks = capture.get("masks") or []
@@ -213,12 +216,17 @@ def masked(capture: dict[str, Any], masks: list[dict[str, str]] | None = None) -
     extra = compile_masks((m["pattern"], m["replacement"])
                           for m in (page_masks(capture) if masks is None else masks))
     out = copy.deepcopy(capture)
+    # The kernel's release, where a tool prints it (the bonding driver's version line,
+    # `uname -r`), names the kernel rather than anything the page did; the capture's
+    # meta still records it, and drift() reports a change of kernel as such.
+    release = out.get("meta", {}).get("kernel")
     for key in VOLATILE_META:
         out.get("meta", {}).pop(key, None)
     for step in out.get("steps", []):
         for c in step.get("commands", []):
             for stream in ("stdout", "stderr"):
-                c[stream] = mask_text(c.get(stream, ""), c.get("argv", ()), extra)
+                text = mask_text(c.get(stream, ""), c.get("argv", ()), extra)
+                c[stream] = text.replace(release, KERNEL_RELEASE) if release else text
     return out
 
 

@@ -89,8 +89,13 @@ def test_page_runs_every_check_passes_and_nothing_is_left(runs, name):
 
 @pytest.mark.parametrize("name", PAGES)
 def test_page_matches_its_committed_capture(runs, name):
+    """Everything the page shows matches, apart from the versions of the kernel and tools
+    it ran on: a fresh machine installs the distribution's current kernel for the vm lab,
+    and `lab.check` reports such a change; here it only has to explain the differences."""
     problems = drift(capture.load(name), runs(name).capture)
-    assert problems == [], "\n".join(problems)
+    versions = tuple(f"page {name}, meta: {key} " for key in ("kernel", "iproute2", "pyroute2"))
+    unexplained = [p for p in problems if not p.startswith(versions)]
+    assert unexplained == [], "\n".join(problems)
 
 
 @pytest.mark.parametrize("name", [n for n in PAGES if n not in VM_PAGES])

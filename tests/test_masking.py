@@ -614,3 +614,19 @@ def test_the_step_a_check_is_tested_after_is_compared():
     (p,) = drift(capture(), fresh)
     assert "-pass: All pings are answered (after step ping)" in p
     assert "+pass: All pings are answered (after step down)" in p
+
+
+def test_the_kernel_release_a_tool_prints_is_compared_as_the_kernel_change_it_is():
+    """The bonding driver prints the kernel's release as its version: on another kernel
+    that line differs by the release alone, which drift reports once, as the meta change."""
+    def with_release(release: str) -> dict:
+        c = capture(kernel=release)
+        c["steps"][1]["commands"][1]["stdout"] = f"Ethernet Channel Bonding Driver: v{release}\n"
+        return c
+
+    assert drift(with_release("6.1.0-56-amd64"), with_release("6.1.0-57-amd64")) == [
+        "page veth, meta: kernel 6.1.0-56-amd64 -> 6.1.0-57-amd64"]
+    # Any other difference in that line is still drift.
+    other = with_release("6.1.0-57-amd64")
+    other["steps"][1]["commands"][1]["stdout"] = "Ethernet Channel Bonding Driver: v6.1.0-58\n"
+    assert len(drift(with_release("6.1.0-56-amd64"), other)) == 2
