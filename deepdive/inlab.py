@@ -108,6 +108,10 @@ def run_step(page: Page, step: Step) -> list[Result]:
         for _i, bg, c in running:
             if c.until and not bg.wait_ready(c.until, c.timeout):
                 _never_printed(page, step, c, c.until, bg.stop(timeout=1))
+        # A capture ends within milliseconds of SIGINT, but on a loaded machine it once took
+        # over 2 s: at a step's normal end each gets its command's own time limit.
+        for i, bg, c in running:
+            results[i] = bg.stop(timeout=c.timeout)
     finally:
         for i, bg, _c in running:
             results.setdefault(i, bg.stop(timeout=2))

@@ -94,3 +94,20 @@ def test_wait_ready_reads_what_was_printed_before_the_exit():
     bg = Background(tuple(shlex.split(EXITS_FIRST)))
     assert bg.wait_ready("6 packets captured", 5) is True
     assert bg.stop(timeout=1).stdout == "6 packets captured\n"
+
+
+# Prints its summary 2.5 s after SIGINT, as a capture did on a loaded machine.
+SLOW_TO_END = PY + " " + shlex.quote(
+    "import signal, sys, time\n"
+    "def bye(*_):\n"
+    "    time.sleep(2.5); print('3 packets captured', flush=True); sys.exit(0)\n"
+    "signal.signal(signal.SIGINT, bye)\n"
+    "print('listening', flush=True); time.sleep(30)\n")
+
+
+def test_at_the_steps_end_a_capture_has_its_time_limit_to_end_after_sigint():
+    page = Page(name="until", title="Until")
+    step = page.step("run", "Slow to end", cmd(SLOW_TO_END, background=True, ready="listening", timeout=5),
+                     "true")
+    slow, _true = inlab.run_step(page, step)
+    assert (slow.rc, slow.stdout) == (0, "listening\n3 packets captured\n")
