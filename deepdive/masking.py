@@ -95,6 +95,10 @@ TOOL_MASKS: dict[str, tuple[Mask, ...]] = {
         # TCP: initial sequence numbers in a handshake, timestamp option values
         (re.compile(r"(?m)^.*Flags \[S[^\]]*\].*$"), _syn),
         (re.compile(r"\bTS val \d+ ecr \d+"), "TS val <ts> ecr <ts>"),
+        # The summary's "received by filter" is the kernel's count when tcpdump asks for
+        # it on exit, so it takes in what arrived after the last packet it printed (an
+        # ARP exchange, a retransmission): "captured" is the count of what it showed.
+        (re.compile(r"(?m)^\d+ packets? received by filter$"), "<n> packets received by filter"),
     ),
     "conntrack": (
         # the entry's remaining timeout (3rd column; 5th with -o extended), its id and ICMP ids

@@ -630,3 +630,12 @@ def test_the_kernel_release_a_tool_prints_is_compared_as_the_kernel_change_it_is
     other = with_release("6.1.0-57-amd64")
     other["steps"][1]["commands"][1]["stdout"] = "Ethernet Channel Bonding Driver: v6.1.0-58\n"
     assert len(drift(with_release("6.1.0-56-amd64"), other)) == 2
+
+
+def test_tcpdump_received_by_filter_is_masked_but_captured_is_not():
+    # two runs of the vlan page's capture on the 6.1 guest, as tcpdump printed them
+    argv = ["ip", "netns", "exec", "ns2", "tcpdump", "-i", "eth0", "-n", "vlan 30"]
+    one = "1 packet captured\n2 packets received by filter\n0 packets dropped by kernel\n"
+    two = "1 packet captured\n1 packet received by filter\n0 packets dropped by kernel\n"
+    assert mask_text(one, argv) == mask_text(two, argv)
+    assert mask_text(one, argv) != mask_text(one.replace("1 packet captured", "2 packets captured"), argv)
