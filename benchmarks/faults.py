@@ -27,13 +27,14 @@ DELAYS = (0.05, 0.15, 0.3, 0.5, 0.8, 1.2, 1.6, 2.0)
 SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP", "SIGKILL")
 
 
-def docs_files() -> set[str]:
-    return {str(p.relative_to(ROOT)) for p in (ROOT / "docs").rglob("*")}
+def docs_files(page: str) -> set[str]:
+    """The page's files in docs/ (other runs may be publishing other pages meanwhile)."""
+    return {str(p.relative_to(ROOT)) for p in (ROOT / "docs").rglob(f"*{page}*")}
 
 
 def case(page: str, sig: str, delay: float) -> str:
     """'' when the run left nothing and said the right thing, else what went wrong."""
-    before, files = caller_state(), docs_files()
+    before, files = caller_state(), docs_files(page)
     proc = subprocess.Popen([sys.executable, "-m", "invoke", "lab.run", "--page", page],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
@@ -48,8 +49,8 @@ def case(page: str, sig: str, delay: float) -> str:
         problems.append(f"left {of_launcher(proc.pid)}")
     if caller_state() != before:
         problems.append("the caller's namespaces or mounts changed")
-    if docs_files() - files:
-        problems.append(f"new files in docs/: {sorted(docs_files() - files)}")
+    if docs_files(page) - files:
+        problems.append(f"new files in docs/: {sorted(docs_files(page) - files)}")
     if "Traceback" in err:
         problems.append("a traceback")
     if sig != "SIGKILL" and proc.returncode == 130:

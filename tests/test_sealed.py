@@ -267,3 +267,26 @@ def _dead_pid() -> int:
     proc = subprocess.Popen(["true"])
     proc.wait()
     return proc.pid
+
+
+def _host_pages() -> list[str]:
+    """The pages `--lab auto` runs in the host lab on this kernel."""
+    from deepdive import cli
+    from deepdive.model import DeepDiveError
+    try:
+        return [n for n in registry.names() if cli.choose([registry.load(n)], "auto")[0]]
+    except DeepDiveError:  # no lab at all: the host_lab fixture skips with the reason
+        return []
+
+
+HOST_PAGES = _host_pages()
+
+
+@pytest.mark.parametrize("sig", SIGNALS)
+@pytest.mark.parametrize("page", HOST_PAGES)
+def test_a_real_page_ended_by_a_signal_leaves_nothing(page, sig):
+    """Each host page, ended by each signal at a moment of its own between start-up and
+    its last steps (benchmarks/faults.py tries many more moments)."""
+    from benchmarks.faults import case
+    moment = 0.1 + 0.25 * ((HOST_PAGES.index(page) * len(SIGNALS) + SIGNALS.index(sig)) % 7)
+    assert case(page, sig, moment) == ""

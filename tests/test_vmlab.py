@@ -45,7 +45,7 @@ def test_a_vm_that_does_not_come_up_in_time_is_stopped():
 def test_killing_the_vm_lab_leaves_no_qemu_and_clean_removes_its_directory():
     """SIGKILL of lab.run while qemu runs: vng, qemu and every helper end with it (their
     PID namespace dies with the launcher); its shared directory stays until lab.clean."""
-    before = caller_state()
+    before, tmp_before = caller_state(), set(Path(tempfile.gettempdir()).iterdir())
     proc = subprocess.Popen([sys.executable, "-m", "invoke", "lab.run", "--page", "veth", "--lab", "vm"],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True, env=dict(os.environ, DEEPDIVE_VM_ACCEL="tcg"))
@@ -68,6 +68,8 @@ def test_killing_the_vm_lab_leaves_no_qemu_and_clean_removes_its_directory():
     assert directories[0].exists() and directories[0] in runs.stale_vm_dirs()
     assert f"directory {directories[0]}" in lab.clean()
     assert not directories[0].exists()
+    # vng's own temporary files (virtme_ret*) were made in that directory, not in /tmp.
+    assert [p for p in set(Path(tempfile.gettempdir()).iterdir()) - tmp_before if "virtme" in p.name] == []
     assert caller_state() == before
 
 
