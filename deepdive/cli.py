@@ -147,7 +147,8 @@ def check(page: str | None, lab_name: str = "auto") -> None:
 def clean() -> None:
     removed = lab.clean()
     for line in removed:
-        console.print(sanitize_for_terminal(f"killed {line}"), markup=False)
+        verb = "killed" if line.startswith("process ") else "removed"
+        console.print(sanitize_for_terminal(f"{verb} {line}"), markup=False)
     console.print(f"lab.clean: {len(removed) or 'nothing'} left behind by earlier runs"
                   + (" removed" if removed else ""))
 

@@ -168,27 +168,36 @@ def run_host(page: Page, progress: Callable[[str], None] = lambda _line: None) -
     argv = ["unshare", *options, "--pid", "--fork", "--kill-child", "--",
             sys.executable, "-m", "deepdive.inlab", page.name]
     started = time.monotonic()
-    # A session of its own, so that stop() reaches the run's PID 1 (unshare itself ignores
-    # SIGTERM and SIGINT while it waits) and a terminal's Ctrl-C reaches only the launcher.
-    proc = subprocess.Popen(argv, cwd=captures.ROOT, env=env, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, preexec_fn=die_with_parent)
-    errors: list[str] = []
-    out: list[str] = []
-    last_step = ["none"]
-    # stdout is drained in a thread so a large capture can never block the lab.
-    reader = threading.Thread(target=lambda: out.append(proc.stdout.read()), daemon=True)  # type: ignore[union-attr]
-    reader.start()
-    overdue = threading.Event()
-
-    def watchdog() -> None:
-        overdue.set()
-        stop(proc)
-
-    timer = threading.Timer(limit, watchdog)
-    timer.daemon = True
-    timer.start()
+    # From the moment the lab exists until it is under watch, an interrupt would leave it
+    # running: SIGINT, SIGTERM and SIGHUP are held back until then (the lab itself starts
+    # with them unblocked) and take effect in the `try` below, which stops it.
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, INTERRUPTS)
     try:
+        # A session of its own, so that stop() reaches the run's PID 1 (unshare ignores
+        # SIGTERM and SIGINT while it waits) and a terminal's Ctrl-C only the launcher.
+        proc = subprocess.Popen(argv, cwd=captures.ROOT, env=env, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True, preexec_fn=_lab_preexec)
+        errors: list[str] = []
+        out: list[str] = []
+        last_step = ["none"]
+        # stdout is drained in a thread so a large capture can never block the lab.
+        reader = threading.Thread(target=lambda: out.append(proc.stdout.read()), daemon=True)  # type: ignore[union-attr]
+        reader.start()
+        overdue = threading.Event()
+
+        def watchdog() -> None:
+            overdue.set()
+            stop(proc)
+
+        timer = threading.Timer(limit, watchdog)
+        timer.daemon = True
+        timer.start()
+    except BaseException:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        raise
+    try:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)  # a held interrupt is raised here
         assert proc.stderr is not None
         for line in proc.stderr:
             if line.startswith("progress: "):
@@ -216,6 +225,16 @@ def run_host(page: Page, progress: Callable[[str], None] = lambda _line: None) -
     result = json.loads(out[0])
     result.pop("elapsed", None)
     return Outcome(page=page.name, capture=with_meta(result, lab="host"), seconds=seconds, lab="host")
+
+
+INTERRUPTS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+
+
+def _lab_preexec() -> None:
+    """In the lab's unshare, between fork and exec: die with the launcher, and do not
+    inherit the launcher's held-back signals (a blocked mask survives exec)."""
+    die_with_parent()
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, INTERRUPTS)
 
 
 def page_timeout() -> float:
@@ -283,8 +302,11 @@ def compare(outcome: Outcome) -> list[str]:
 
 
 def clean() -> list[str]:
-    """Kill processes and remove files left behind by runs whose launcher is gone."""
-    return runs.clean()
+    """Kill processes and remove files left behind by runs whose launcher is gone: the vm
+    lab's directories, and publishing stages in docs/ (whose undo restores the previous
+    capture and diagrams where a run was killed between its renames)."""
+    from deepdive import publish
+    return runs.clean() + [f"directory {captures.rel_path(d)}" for d in publish.clean()]
 
 
 def running(only_mine: bool = False) -> list[str]:

@@ -192,6 +192,18 @@ def _undo(stage: Path, docs: Path) -> None:
     shutil.rmtree(stage, ignore_errors=True)
 
 
+def clean(docs: Path = captures.DOCS) -> list[Path]:
+    """Undo and remove the stages of runs killed outright (for `lab.clean`; every
+    publish does the same first). Returns the stages removed."""
+    if not docs.is_dir():
+        return []
+    with _locked(docs), _signals_held():
+        dead = _dead_stages(docs)
+        for stage in dead:
+            _undo(stage, docs)
+    return dead
+
+
 def _dead_stages(docs: Path) -> list[Path]:
     """Stages in `docs` whose run is gone: no process holds their lock."""
     dead = []

@@ -383,3 +383,20 @@ def test_a_full_or_read_only_file_system_is_one_line_and_changes_nothing(tmp_pat
     result = json.loads(res.stdout)
     assert result["message"] == f"page demo: cannot write into {docs}: {reason}; nothing was published"
     assert result["unchanged"]
+
+
+def test_clean_removes_the_stage_of_a_killed_run_and_keeps_one_in_progress(tmp_path):
+    """`lab.clean` calls publish.clean(): a stage nobody holds is a run killed outright."""
+    import fcntl
+    dead = tmp_path / f"{publish.STAGE_PREFIX}veth-dead"
+    live = tmp_path / f"{publish.STAGE_PREFIX}veth-live"
+    for stage in (dead, live):
+        (stage / "new" / "captures").mkdir(parents=True)
+        (stage / "new" / "captures" / "veth.json").write_text("{}")
+    fd = os.open(live, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        assert publish.clean(tmp_path) == [dead]
+        assert not dead.exists() and live.exists()
+    finally:
+        os.close(fd)
