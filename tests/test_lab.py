@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, caller_state
+from conftest import ROOT, caller_state, of_launcher
 from deepdive import capture, cli, lab, registry, vmlab
 from deepdive.masking import drift
 from deepdive.model import DeepDiveError
@@ -138,7 +138,7 @@ def test_interrupting_a_run_tears_the_lab_down(sig):
     # Wait until the lab has built something, then interrupt the whole group, as a
     # terminal does with Ctrl-C.
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and not any("deepdive.inlab" in p for p in lab.running()):
+    while time.monotonic() < deadline and not any("deepdive.inlab" in p for p in of_launcher(proc.pid)):
         time.sleep(0.05)
     time.sleep(0.4)
     os.killpg(proc.pid, getattr(signal, sig))
