@@ -314,7 +314,3 @@ def running(only_mine: bool = False) -> list[str]:
     process launched): for tests and for the line printed after Ctrl-C."""
     return runs.processes(only_mine)
 
-
-def leftovers() -> list[str]:
-    """What clean() would kill."""
-    return [runs.describe(pid) for pid in runs.leftovers()]

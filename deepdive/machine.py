@@ -32,7 +32,6 @@ OVERLAID = ("/etc", "/var/lib", "/tmp")
 EMPTY = ("/run/netns", "/etc/netns", "/etc/cni", "/var/lib/cni")
 STAGING = "/sys"  # where the overlays' upper layers are made, before sysfs covers it
 
-MS_RDONLY = 0x1
 MS_NOSUID = 0x2
 MS_NODEV = 0x4
 MS_NOEXEC = 0x8

@@ -19,7 +19,6 @@ import ctypes
 import io
 import json
 import os
-import signal
 import sys
 import time
 from pathlib import Path
@@ -27,13 +26,13 @@ from pathlib import Path
 import pyroute2  # noqa: F401  imported here, once, for every page's child to inherit
 
 from deepdive import inlab, lab, registry
+from deepdive.execute import die_with_parent
 from deepdive.model import DeepDiveError
 from deepdive.vmlab import GUEST_READY
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWNET = 0x40000000
 CLONE_NEWPID = 0x20000000
-PR_SET_PDEATHSIG = 1
 
 
 def say(line: str) -> None:
@@ -52,7 +51,7 @@ def _enter_fresh_namespaces() -> None:
 def _page_init(name: str, write_end: int) -> None:
     """PID 1 of the page's namespaces: run the page, send the outcome up the pipe as
     {"capture": ...} or {"error": "one line"}. Never returns."""
-    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    die_with_parent()
     status = 1
     try:
         buffer = io.StringIO()

@@ -105,20 +105,19 @@ def _probe_kvm(kernel: Path) -> tuple[str, str]:
         try:
             _, err = proc.communicate(timeout=KVM_PROBE_TIMEOUT)
         except subprocess.TimeoutExpired:
-            _stop(proc)
             return "tcg", f"a KVM guest did not finish booting within {KVM_PROBE_TIMEOUT:g} s"
         finally:
-            _stop(proc)
+            _stop(proc)  # also before its directory goes
     if proc.returncode == 0:
         return "kvm", "KVM works"
     lines = [l for l in err.splitlines() if "error" in l.lower()] or err.splitlines() or ["?"]
     return "tcg", f"qemu fails with KVM ({lines[0].strip()})"
 
 
-def _start(argv: list[str], run_id: str = "", tmp: str = "", **kw) -> subprocess.Popen:
-    """Start vng as PID 1 of a PID namespace that ends with this process; with `tmp`,
-    the temporary files vng makes (virtme_ret*, which it leaves behind) go there."""
-    env = dict(_env(), **{runs.MARKER: run_id or runs.new_id("vm")}, **({"TMPDIR": tmp} if tmp else {}))
+def _start(argv: list[str], run_id: str, tmp: str, **kw) -> subprocess.Popen:
+    """Start vng as PID 1 of a PID namespace that ends with this process; the temporary
+    files vng makes (virtme_ret*, which it leaves behind) go into the run's `tmp`."""
+    env = dict(_env(), **{runs.MARKER: run_id}, TMPDIR=tmp)
     return subprocess.Popen(["unshare", "--pid", "--fork", "--kill-child", "--mount-proc", "--", *argv],
                             cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, start_new_session=True,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,16 @@ def host_lab() -> None:
     reason = lab_unavailable()
     if reason:
         pytest.skip(f"host lab unavailable: {reason}")
+
+
+def eventually(predicate, within: float = 2.0) -> bool:
+    """Whether `predicate()` becomes true within `within` seconds (polled every 20 ms)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
 
 
 def of_launcher(pid: int) -> list[str]:

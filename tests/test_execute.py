@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import eventually
 from deepdive import execute
 from deepdive.checks import CheckContext
 from deepdive.execute import Background, CommandTimeout, Result
@@ -70,15 +71,6 @@ def _running_in_group(pgid: int) -> list[int]:
 
 def _alive(pid: int) -> bool:
     return _state(pid) not in (None, "Z", "X")
-
-
-def _eventually(predicate, within: float = 2.0) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 # --- run() ---------------------------------------------------------------------------
@@ -141,8 +133,8 @@ def test_timeout_raises_and_leaves_no_process_behind(tmp_path):
 
     shell, background_sleep = (int(p) for p in pids.read_text().split())
     # the shell was reaped; the background sleep and the foreground one (same group) died
-    assert _eventually(lambda: not _alive(shell) and not _alive(background_sleep))
-    assert _eventually(lambda: _running_in_group(shell) == []), _running_in_group(shell)
+    assert eventually(lambda: not _alive(shell) and not _alive(background_sleep))
+    assert eventually(lambda: _running_in_group(shell) == []), _running_in_group(shell)
 
 
 def test_a_command_that_leaves_a_daemon_holding_its_pipes_returns_like_a_shell(tmp_path):
@@ -157,7 +149,7 @@ def test_a_command_that_leaves_a_daemon_holding_its_pipes_returns_like_a_shell(t
         assert res.rc == 0 and res.stdout == "started\n"
         assert elapsed < execute.DETACHED_GRACE + 2
     finally:
-        assert _eventually(pids.exists)
+        assert eventually(pids.exists)
         os.kill(int(pids.read_text()), signal.SIGKILL)
 
 
@@ -354,12 +346,12 @@ def test_writers_past_the_limit_never_block_and_leave_no_process(tmp_path):
     assert time.monotonic() - started < 3
     assert res.rc == -signal.SIGKILL
     for pid in map(int, pids.read_text().split()):
-        assert _eventually(lambda: not _alive(pid))
+        assert eventually(lambda: not _alive(pid))
 
 
 def test_a_background_command_past_the_limit_is_killed_and_says_so():
     bg = Background(("yes",), limit=4096)
-    assert _eventually(lambda: bg.proc.poll() is not None), "still running past the limit"
+    assert eventually(lambda: bg.proc.poll() is not None), "still running past the limit"
     res = bg.stop(timeout=1)
     assert res.rc == -signal.SIGKILL and len(res.stdout) == 4096
     assert "[stdout passed the output limit of 4 KiB" in res.stderr

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, caller_state, of_launcher
+from conftest import ROOT, caller_state, eventually, of_launcher
 from deepdive import lab, registry, runs
 
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("host_lab")]
@@ -129,15 +129,6 @@ def _start_run(page: str, **env: str) -> subprocess.Popen:
                             start_new_session=True, env=dict(os.environ, **env))
 
 
-def _wait_for(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
-
-
 # Fault injection: each way a run can end, at moments from its start-up to its busiest
 # (tcpdump, a daemon and a long command all running). Bounded: about 2 s a case.
 SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP", "SIGKILL")
@@ -150,13 +141,13 @@ def test_nothing_outlives_a_run_however_it_ends(pages, sig, moment):
     before = caller_state()
     proc = _start_run("holder")
     if moment == "holding":
-        assert _wait_for(lambda: any("sleep 30" in p for p in of_launcher(proc.pid)), 15), \
+        assert eventually(lambda: any("sleep 30" in p for p in of_launcher(proc.pid)), 15), \
             "the page never reached its long command"
     else:
         time.sleep(moment)
     os.killpg(proc.pid, getattr(signal, sig))  # as a terminal does: the whole group
     _out, err = proc.communicate(timeout=30)
-    assert _wait_for(lambda: of_launcher(proc.pid) == [], 5), of_launcher(proc.pid)
+    assert eventually(lambda: of_launcher(proc.pid) == [], 5), of_launcher(proc.pid)
     assert caller_state() == before
     assert nothing_written("holder")
     if sig != "SIGKILL":
@@ -176,13 +167,13 @@ def test_killing_the_run_s_own_processes_ends_it_whole(pages):
     for victim in ("unshare", "deepdive.inlab"):
         before = caller_state()
         proc = _start_run("holder")
-        assert _wait_for(lambda: any("sleep 30" in p for p in of_launcher(proc.pid)), 15)
+        assert eventually(lambda: any("sleep 30" in p for p in of_launcher(proc.pid)), 15)
         target = next(pid for pid, run_id in runs.marked().items()
                       if run_id.rsplit("-", 2)[1] == str(proc.pid) and victim in runs.describe(pid))
         os.kill(target, signal.SIGKILL)
         _out, err = proc.communicate(timeout=30)
         assert proc.returncode == 1, err
-        assert _wait_for(lambda: of_launcher(proc.pid) == [], 5), of_launcher(proc.pid)
+        assert eventually(lambda: of_launcher(proc.pid) == [], 5), of_launcher(proc.pid)
         assert caller_state() == before
 
 
@@ -202,9 +193,9 @@ def test_the_page_time_limit_is_enforced(pages):
 def test_after_ctrl_c_only_this_run_s_processes_are_counted(pages):
     other = _start_run("holder")
     try:
-        assert _wait_for(lambda: any("sleep 30" in p for p in of_launcher(other.pid)), 15)
+        assert eventually(lambda: any("sleep 30" in p for p in of_launcher(other.pid)), 15)
         proc = _start_run("holder")
-        assert _wait_for(lambda: any("sleep 30" in p for p in of_launcher(proc.pid)), 15)
+        assert eventually(lambda: any("sleep 30" in p for p in of_launcher(proc.pid)), 15)
         os.killpg(proc.pid, signal.SIGINT)
         _out, err = proc.communicate(timeout=30)
         assert err.strip().splitlines()[-1] == "interrupted: the lab was torn down, nothing is left behind"
@@ -238,7 +229,7 @@ def test_clean_finds_leftovers_whatever_their_parent(tmp_path):
             return {pid: run_id for pid, run_id in runs.marked().items() if run_id in (stale_id, live_id)}
 
         # A process in the middle of exec shows an empty environment for a moment.
-        assert _wait_for(lambda: sorted(mine().values()) == sorted([stale_id, live_id]), 5), mine()
+        assert eventually(lambda: sorted(mine().values()) == sorted([stale_id, live_id]), 5), mine()
         stale_pid = next(p for p, r in mine().items() if r == stale_id)
         stale_dir = Path(tempfile.gettempdir(), f"{runs.VM_DIR_PREFIX}{stale_id}.x")
         live_dir = Path(tempfile.gettempdir(), f"{runs.VM_DIR_PREFIX}{live_id}.x")
@@ -249,7 +240,7 @@ def test_clean_finds_leftovers_whatever_their_parent(tmp_path):
             assert f"directory {stale_dir}" in removed
             assert any(line.startswith(f"process {stale_pid} ") for line in removed)
             assert not stale_dir.exists() and live_dir.exists()
-            assert _wait_for(lambda: stale_id not in runs.marked().values(), 5)
+            assert eventually(lambda: stale_id not in runs.marked().values(), 5)
             assert live_id in runs.marked().values()
         finally:
             shutil.rmtree(live_dir, ignore_errors=True)

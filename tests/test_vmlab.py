@@ -6,12 +6,11 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, caller_state, of_launcher
+from conftest import ROOT, caller_state, eventually, of_launcher
 from deepdive import lab, runs, vmlab
 from deepdive.model import DeepDiveError
 
@@ -53,18 +52,12 @@ def test_killing_the_vm_lab_leaves_no_qemu_and_clean_removes_its_directory():
     def of_run() -> list[str]:
         return of_launcher(proc.pid)
 
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not any("qemu-system" in p for p in of_run()):
-        time.sleep(0.1)
-    assert any("qemu-system" in p for p in of_run()), "qemu never started"
+    assert eventually(lambda: any("qemu-system" in p for p in of_run()), 60), "qemu never started"
     directories = [d for d in runs.stale_vm_dirs() + _live_vm_dirs() if f"-{proc.pid}-" in d.name]
     assert len(directories) == 1
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and of_run():
-        time.sleep(0.1)
-    assert of_run() == []
+    assert eventually(lambda: of_run() == [], 10), of_run()
     assert directories[0].exists() and directories[0] in runs.stale_vm_dirs()
     assert f"directory {directories[0]}" in lab.clean()
     assert not directories[0].exists()
