@@ -6,14 +6,16 @@ fresh PID, network and mount namespaces. It gives that "host" namespace:
 - its own /proc (this PID namespace's processes) and /sys (this network namespace's
   interfaces, as `ip netns exec` gives each node);
 - `lo` up, as on any booted machine;
-- /etc, /var/lib and /tmp writable but private: each is an overlay whose lower layer is
-  the caller's directory and whose upper layer lives in memory, so files a page writes
-  (CNI configuration, host-local's leases, a compiled BPF object) vanish with the run and
-  the caller's files never change;
+- /etc, /var/lib, /tmp and /opt writable but private: each is an overlay whose lower
+  layer is the caller's directory and whose upper layer lives in memory, so files a page
+  writes (CNI configuration, host-local's leases, a plugin installed in /opt/cni/bin, a
+  compiled BPF object) vanish with the run and the caller's files never change;
 - an empty /run, as a machine has at boot (no lock, socket or pid file of the caller's:
   iptables' /run/xtables.lock, for one, is the lab's own);
 - empty directories where tools keep per-machine state: /run/netns (so node names can be
-  the fixed ones a page shows), /etc/netns, /etc/cni and /var/lib/cni.
+  the fixed ones a page shows), /etc/netns, /etc/cni, /var/lib/cni and /opt/cni (so a
+  page's CNI plugins and configuration are the only ones, whatever the caller has);
+- this project's own commands (bin/: deepdive-cni) on PATH, as if installed.
 
 Mounts that sit below an overlaid directory (say /etc/resolv.conf bind-mounted by a
 container runtime, or this project checked out on a file system of its own under /tmp)
@@ -28,8 +30,9 @@ import socket
 
 from deepdive.model import DeepDiveError
 
-OVERLAID = ("/etc", "/var/lib", "/tmp")
-EMPTY = ("/run/netns", "/etc/netns", "/etc/cni", "/var/lib/cni")
+OVERLAID = ("/etc", "/var/lib", "/tmp", "/opt")
+EMPTY = ("/run/netns", "/etc/netns", "/etc/cni", "/var/lib/cni", "/opt/cni")
+BIN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bin")
 STAGING = "/sys"  # where the overlays' upper layers are made, before sysfs covers it
 
 MS_NOSUID = 0x2
@@ -67,6 +70,7 @@ def prepare() -> None:
             os.makedirs(path, exist_ok=True)
             mount("deepdive", path, "tmpfs", MS_NOSUID | MS_NODEV, "mode=755")
     _loopback_up()
+    os.environ["PATH"] = f"{BIN}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"
 
 
 def _private_trees() -> None:

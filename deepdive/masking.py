@@ -15,7 +15,8 @@ A check reads the unmasked output, so a claim about a count is still tested.
 
 Masks for one tool apply to that tool's output only, the tool being the program a
 command runs after `ip netns exec NS`, `env VAR=...` and `timeout`. A page may add its
-own masks for values that are random by design (`Page(masks=[(regex, replacement)])`);
+own masks for values that are random by design (`Page(masks=[(regex, replacement)])`),
+which apply to every output and to every string of the snapshots (link names, MACs);
 its capture records them under "masks" and both sides of a comparison use the fresh
 run's list.
 """
@@ -227,11 +228,28 @@ def masked(capture: dict[str, Any], masks: list[dict[str, str]] | None = None) -
     for key in VOLATILE_META:
         out.get("meta", {}).pop(key, None)
     for step in out.get("steps", []):
+        if extra and step.get("snapshot"):
+            # A page's masks are for values random by design (a CNI plugin's veth names),
+            # and the snapshot, which the diagrams are drawn from, holds them too.
+            step["snapshot"] = _mask_strings(step["snapshot"], extra)
         for c in step.get("commands", []):
             for stream in ("stdout", "stderr"):
                 text = mask_text(c.get(stream, ""), c.get("argv", ()), extra)
                 c[stream] = text.replace(release, KERNEL_RELEASE) if release else text
     return out
+
+
+def _mask_strings(value: Any, masks: tuple[Mask, ...]) -> Any:
+    """`value` (JSON data) with `masks` applied to every string in it, keys included."""
+    if isinstance(value, str):
+        for pattern, repl in masks:
+            value = pattern.sub(repl, value)
+        return value
+    if isinstance(value, list):
+        return [_mask_strings(v, masks) for v in value]
+    if isinstance(value, dict):
+        return {_mask_strings(k, masks): _mask_strings(v, masks) for k, v in value.items()}
+    return value
 
 
 def drift(committed: dict[str, Any], fresh: dict[str, Any]) -> list[str]:

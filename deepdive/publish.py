@@ -5,7 +5,9 @@ publish(outcome) moves in this order:
 1. A run with a failed check publishes nothing (ChecksFailed).
 2. Stage, unlocked: the capture and every diagram are written into a directory of the
    run's own, docs/.publish-<page>-XXXXXXXX/new/ (the file system of docs/, so renames
-   are atomic; a dot-directory, which mkdocs and git leave alone). The run holds a lock
+   are atomic; a dot-directory, which mkdocs and git leave alone). When the published
+   capture equals the run's up to volatile fields, it stays, and the diagrams are drawn
+   from it, so they show the names its outputs show. The run holds a lock
    on its stage for as long as it lives, which is how others tell a live stage from a
    dead one.
 3. Under an exclusive lock on docs/ (so concurrent runs of any pages take turns, each
@@ -88,7 +90,7 @@ def publish_files(page: str, capture: dict[str, Any], docs: Path = captures.DOCS
         new = stage / "new"
         try:
             captures.atomic_write(new / "captures" / f"{page}.json", captures.dumps(capture).encode())
-            for step_id, snap in captures.snapshots(capture):
+            for step_id, snap in captures.snapshots(_drawn_from(capture, docs / "captures" / f"{page}.json")):
                 diagram.render(page, step_id, snap, new / "diagrams")
         except (captures.CannotWrite, OSError) as exc:  # OSError: graphviz's own temporary files
             reason = exc.reason if isinstance(exc, captures.CannotWrite) else exc.strerror or str(exc)
@@ -105,6 +107,16 @@ def publish_files(page: str, capture: dict[str, Any], docs: Path = captures.DOCS
             raise DeepDiveError(f"page {page}: cannot publish {_named(exc, stage, docs)}: "
                                 f"{exc.strerror or exc}; {left}") from None
     return [docs / rel for rel in moves]
+
+
+def _drawn_from(capture: dict[str, Any], published: Path) -> dict[str, Any]:
+    """The capture the diagrams are drawn from: the published one when the run leaves
+    it in place (equal up to volatile fields), so that a diagram never names a random
+    veth the page's outputs do not show; else the run's own."""
+    if captures.unchanged(capture, published):
+        with contextlib.suppress(OSError, ValueError):
+            return json.loads(published.read_text(encoding="utf-8"))
+    return capture
 
 
 @contextlib.contextmanager
