@@ -12,7 +12,10 @@ cd "$(dirname "$0")"
 LAB_PACKAGES=(iproute2 iputils-ping tcpdump util-linux mount graphviz python3 python3-venv
               qemu-system-x86 busybox-static
               # what the kernel-feature probes run (deepdive/features.py)
-              nftables iptables ipset conntrack ipvsadm)
+              nftables iptables ipset conntrack ipvsadm
+              # the pods pages: CNI's reference plugins (in /usr/lib/cni), a pause
+              # process, and what the bash CNI plugin runs
+              containernetworking-plugins catatonit jq socat)
 # The vm lab boots the distro's own kernel (for link kinds the running kernel may lack).
 . /etc/os-release
 case "${ID:-debian}" in

@@ -17,7 +17,8 @@ is called like the CNI project's `cnitool`:
   `name` and `cniVersion`, a `runtimeConfig` of the capability arguments (CAP_ARGS, a
   JSON object) that its `capabilities` ask for, and no `capabilities` key.
 - The ADD result is cached where libcni caches it, /var/lib/cni/results/
-  NETWORK-CONTAINERID-IFNAME, as a `cniCacheV1` object; DEL removes it.
+  NETWORK-CONTAINERID-IFNAME, as a `cniCacheV1` object with the attachment's CNI_ARGS
+  and capability arguments, which DEL and CHECK reuse when given none; DEL removes it.
 - A second ADD of one attachment (container ID and interface name) is refused: the
   spec says a runtime should not make it. A failed ADD is followed by a DEL through
   the whole list, as the spec requires ("A delete must still be executed even if the
@@ -36,6 +37,7 @@ from __future__ import annotations
 import argparse
 import base64
 import copy
+import dataclasses
 import hashlib
 import json
 import os
@@ -309,9 +311,10 @@ class Runtime:
         """DEL the attachment, plugins in reverse order with the cached ADD result as
         prevResult (none when there is no cache); then forget the cached result."""
         attachment.validate()
-        cached = self.cached_result(network, attachment) if _at_least(network, CHECK_SINCE) else None
+        entry = self._cached(network, attachment) if _at_least(network, CHECK_SINCE) else None
+        cached = _result_of(entry)
         self._plugins_present(network)
-        self._delete(network, attachment, cached)
+        self._delete(network, _as_added(attachment, entry), cached)
         self.cache_path(network, attachment).unlink(missing_ok=True)
 
     def check(self, network: NetworkConfig, attachment: Attachment) -> None:
@@ -322,10 +325,12 @@ class Runtime:
             raise CNIError(f"network {network.name!r} is cniVersion {network.cni_version}; CHECK exists since 0.4.0")
         if network.disable_check:
             return
-        cached = self.cached_result(network, attachment)
+        entry = self._cached(network, attachment)
+        cached = _result_of(entry)
         if cached is None:
             raise CNIError(f"no cached result for container {attachment.container_id}, {attachment.ifname} on "
                            f"network {network.name!r}: it was never added, or was deleted")
+        attachment = _as_added(attachment, entry)
         self._plugins_present(network)
         for plugin in network.plugins:
             exec_plugin(plugin, "CHECK", derive(network, plugin, cached, attachment), attachment,
@@ -342,14 +347,15 @@ class Runtime:
 
     def cached_result(self, network: NetworkConfig, attachment: Attachment) -> dict[str, Any] | None:
         """The result cached by ADD, or None when there is none or it cannot be read."""
+        return _result_of(self._cached(network, attachment))
+
+    def _cached(self, network: NetworkConfig, attachment: Attachment) -> dict[str, Any] | None:
+        """The whole cniCacheV1 object ADD wrote, or None."""
         try:
             cached = json.loads(self.cache_path(network, attachment).read_bytes())
         except (OSError, ValueError):
             return None
-        if not isinstance(cached, dict) or cached.get("kind") != CACHE_KIND:
-            return None
-        result = cached.get("result")
-        return result if isinstance(result, dict) else None
+        return cached if isinstance(cached, dict) and cached.get("kind") == CACHE_KIND else None
 
     def _delete(self, network: NetworkConfig, attachment: Attachment, cached: dict[str, Any] | None) -> None:
         for plugin in reversed(network.plugins):
@@ -387,6 +393,26 @@ class Runtime:
             os.replace(tmp, path)
         except OSError as exc:
             raise CNIError(f"cannot cache the result in {path}: {exc.strerror}") from None
+
+
+def _result_of(entry: dict[str, Any] | None) -> dict[str, Any] | None:
+    result = (entry or {}).get("result")
+    return result if isinstance(result, dict) else None
+
+
+def _as_added(attachment: Attachment, entry: dict[str, Any] | None) -> Attachment:
+    """The attachment with the CNI_ARGS and capability arguments of its ADD where the
+    caller gives none: SPEC.md section 3 has CHECK use "the same attachment parameters"
+    as ADD, and a DEL without portMappings would leave portmap's rules behind (libcni
+    caches them for this; containerd passes its sandbox's again)."""
+    if entry is None:
+        return attachment
+    args, caps = attachment.args, attachment.capability_args
+    if not args and isinstance(entry.get("cniArgs"), list):
+        args = tuple((str(k), str(v)) for k, v in (p for p in entry["cniArgs"] if len(p) == 2))
+    if not caps and isinstance(entry.get("capabilityArgs"), dict):
+        caps = entry["capabilityArgs"]
+    return dataclasses.replace(attachment, args=args, capability_args=caps)
 
 
 def _version(text: str) -> tuple[int, int, int] | None:

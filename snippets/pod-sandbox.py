@@ -1,0 +1,314 @@
+"""pod-sandbox: a pod's network namespace, held by a pause process, wired by CNI.
+
+Run with `invoke lab.run --page pod-sandbox`; the page is docs/pods/pod-sandbox.md.
+The lab plays the container runtime's part (containerd's CRI plugin): it creates each
+sandbox's namespaces, starts catatonit as the pause process, and runs the CNI plugins
+through deepdive-cni, the way containerd runs them through libcni.
+"""
+import json
+
+from deepdive.cni import container_id_for
+from deepdive.model import Needs, Page, cmd, write_file
+from deepdive.parse import answered, learned
+
+page = Page(
+    name="pod-sandbox",
+    title="The pod sandbox: a pause process and CNI",
+    needs=Needs(kinds=("bridge", "veth"), features=("nat", "conntrack"),
+                tools=("catatonit", "nsenter", "unshare", "setsid", "socat", "iptables", "conntrack",
+                       "jq", "ping", "bridge")),
+    # The bridge plugin names each pod's host-side veth "veth" + 8 random hex digits,
+    # and the kernel gives veths random MACs (locally administered: second hex digit
+    # 2, 6, a or e), so also the IPv6 link-local addresses made from them. The lab's
+    # own links have fixed MACs starting 02:00:00.
+    masks=[
+        (r"\bveth[0-9a-f]{8}\b", "veth<random>"),
+        (r"\b(?!02:00:00)[0-9a-f][26ae](?::[0-9a-f]{2}){5}\b", "<random-mac>"),
+        (r"\bfe80::[0-9a-f:]+(?=/64)", "fe80::<random>"),
+    ],
+)
+
+NET = "containerd-net"
+CONFLIST = "/etc/cni/net.d/10-containerd-net.conflist"
+LOOPBACK = "/etc/cni/net.d/99-loopback.conflist"
+CONFIG = {
+    "cniVersion": "1.0.0",
+    "name": NET,
+    "plugins": [
+        {
+            "type": "bridge",
+            "bridge": "cni0",
+            "isGateway": True,
+            "isDefaultGateway": True,
+            "ipMasq": True,
+            "hairpinMode": True,
+            "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.88.0.0/16"}]]},
+        },
+        {"type": "portmap", "capabilities": {"portMappings": True}},
+    ],
+}
+LOOPBACK_CONFIG = {"cniVersion": "1.0.0", "name": "cni-loopback", "plugins": [{"type": "loopback"}]}
+HOST_PORT = {"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]}
+
+
+def sandbox(pod: str) -> list:
+    """What the runtime does for RunPodSandbox before CNI: a network namespace pinned in
+    /run/netns, IPC and UTS namespaces pinned beside it, the pause process in all three
+    (and a PID namespace of its own), and the pod's hostname."""
+    ns = f"/run/pods/{pod}"
+    return [
+        f"ip netns add {pod}",
+        f"mkdir -p {ns}",
+        f"touch {ns}/ipc {ns}/uts",
+        f"setsid -f nsenter --net=/run/netns/{pod} unshare --ipc={ns}/ipc --uts={ns}/uts --pid --fork"
+        " --kill-child catatonit -P",
+        f"nsenter --uts={ns}/uts hostname {pod}",
+    ]
+
+
+def in_pod(pod: str, command: str) -> str:
+    """A container of the pod: it joins the pause process's network, IPC and UTS namespaces."""
+    return f"nsenter --net=/run/netns/{pod} --ipc=/run/pods/{pod}/ipc --uts=/run/pods/{pod}/uts {command}"
+
+
+def cache_file(pod: str) -> str:
+    return f"/var/lib/cni/results/{NET}-{container_id_for(f'/run/netns/{pod}')}-eth0"
+
+
+ADD_A = cmd(f"env CAP_ARGS='{json.dumps(HOST_PORT, separators=(',', ':'))}' deepdive-cni add {NET} /run/netns/pod-a")
+
+page.step(
+    "sandbox", "The runtime creates the sandbox: namespaces and the pause process",
+    *sandbox("pod-a"),
+    cmd("pgrep -a catatonit", until="catatonit -P"),
+    in_pod("pod-a", "hostname"),
+    "hostname",
+    in_pod("pod-a", "ip link"),
+)
+page.step(
+    "loopback", "CNI ADD for lo: the loopback plugin",
+    "mkdir -p /etc/cni/net.d",
+    write_file(LOOPBACK, json.dumps(LOOPBACK_CONFIG, indent=2)),
+    "env CNI_IFNAME=lo deepdive-cni add cni-loopback /run/netns/pod-a",
+    in_pod("pod-a", "ip addr show lo"),
+)
+page.step(
+    "config", "The node's network configuration",
+    write_file(CONFLIST, json.dumps(CONFIG, indent=2)),
+    "ip link show",
+)
+page.step(
+    "add", "CNI ADD for eth0: bridge, host-local, portmap",
+    ADD_A,
+    snapshot=True,
+)
+page.step(
+    "pod", "Inside the pod",
+    in_pod("pod-a", "ip addr show eth0"),
+    in_pod("pod-a", "ip route"),
+)
+page.step(
+    "node", "The node after ADD",
+    "ip addr show cni0",
+    "ip link show master cni0",
+    "bridge -d link show",
+    "ip route",
+    "sysctl net.ipv4.ip_forward",
+    "find /var/lib/cni -type f",
+    f"cat /var/lib/cni/networks/{NET}/10.88.0.2",
+    f"jq .result.interfaces {cache_file('pod-a')}",
+)
+page.step(
+    "second", "A second pod on the same node",
+    *sandbox("pod-b"),
+    "env CNI_IFNAME=lo deepdive-cni add cni-loopback /run/netns/pod-b",
+    f"deepdive-cni add {NET} /run/netns/pod-b",
+    in_pod("pod-b", "ping -c 2 -i 0.2 -W 1 10.88.0.2"),
+    in_pod("pod-b", "ip neigh"),
+    "bridge fdb show br cni0 dynamic",
+    snapshot=True,
+)
+page.step(
+    "container", "A second container joins the sandbox",
+    # The pod's "app" container: a server on port 80 that names the host it runs on.
+    f"setsid -f {in_pod('pod-a', 'socat TCP-LISTEN:80,fork,reuseaddr SYSTEM:hostname')}",
+    cmd(in_pod("pod-a", "ss -Hltn sport = :80"), until="LISTEN"),
+    # A sidecar: another process that joins the same namespaces.
+    in_pod("pod-a", "ip -br addr show eth0"),
+    in_pod("pod-a", "socat -u TCP:127.0.0.1:80 -"),
+)
+page.step(
+    "hostport", "hostPort: portmap's DNAT",
+    "iptables -t nat -S CNI-HOSTPORT-DNAT",
+    "iptables -t nat -S PREROUTING",
+    "iptables -t nat -S OUTPUT",
+    # A client outside the node reaches the pod through the node's address.
+    "ip netns add laptop",
+    "ip link add eth1 address 02:00:00:00:00:01 type veth peer name eth0 netns laptop address 02:00:00:00:00:02",
+    "ip addr add 192.168.1.1/24 dev eth1",
+    "ip link set eth1 up",
+    "ip -n laptop addr add 192.168.1.2/24 dev eth0",
+    "ip -n laptop link set eth0 up",
+    "ip -n laptop link set lo up",
+    "ip netns exec laptop socat -u TCP:192.168.1.1:8080 -",
+    "conntrack -L -p tcp --orig-port-dst 8080",
+)
+page.step(
+    "check", "CNI CHECK",
+    cmd(f"deepdive-cni check {NET} /run/netns/pod-a", rc=1),
+)
+page.step(
+    "again", "The same ADD twice",
+    cmd(ADD_A.text, rc=1),
+    cmd("env CNI_COMMAND=ADD CNI_CONTAINERID=pod-a CNI_NETNS=/run/netns/pod-a CNI_IFNAME=eth0"
+        " CNI_PATH=/usr/lib/cni /usr/lib/cni/bridge",
+        heredoc=json.dumps({"cniVersion": "1.0.0", "name": NET, **CONFIG["plugins"][0]}, indent=2) + "\n",
+        rc=1),
+)
+page.step(
+    "del", "CNI DEL",
+    f"deepdive-cni del {NET} /run/netns/pod-a",
+    in_pod("pod-a", "ip link"),
+    "ip link show master cni0",
+    "find /var/lib/cni -type f",
+    "iptables -t nat -S CNI-HOSTPORT-DNAT",
+    "ip -br link show cni0",
+    f"deepdive-cni del {NET} /run/netns/pod-a",
+    "env CNI_IFNAME=lo deepdive-cni del cni-loopback /run/netns/pod-a",
+    snapshot=True,
+)
+
+
+
+def result(lab, contains: str, step: str) -> dict:
+    return json.loads(lab.output(contains, step=step))
+
+
+def peer_of(lab, node: str) -> dict | None:
+    """The host-side link whose veth peer is `node`'s eth0, from the latest snapshot."""
+    host = next(n for n in lab.snapshot["nodes"] if n["name"] == "host")
+    return next((link for link in host["links"] if link["peer"] == {"node": node, "name": "eth0"}), None)
+
+
+
+POD_A = "nsenter --net=/run/netns/pod-a --ipc=/run/pods/pod-a/ipc --uts=/run/pods/pod-a/uts"
+
+
+@page.check("sandbox", "The pause process runs; in the pod's UTS namespace the hostname is pod-a while the "
+                       "node keeps its own; the new network namespace holds only lo, and lo is down")
+def _(lab):
+    links = lab.output(f"{POD_A} ip link", step="sandbox")
+    return ("catatonit -P" in lab.run("pgrep -a catatonit").stdout
+            and lab.output(f"{POD_A} hostname", step="sandbox").strip() == "pod-a"
+            and lab.output("hostname", step="sandbox").strip() not in ("", "pod-a")
+            and links.count(": <") == 1 and "1: lo: <LOOPBACK>" in links and "state DOWN" in links)
+
+
+@page.check("loopback", "The loopback plugin brought lo up with 127.0.0.1/8 and reported it with the pod's "
+                        "namespace as its sandbox")
+def _(lab):
+    res = result(lab, "deepdive-cni add cni-loopback /run/netns/pod-a", "loopback")
+    shown = lab.output(f"{POD_A} ip addr show lo", step="loopback")
+    return (res["interfaces"] == [{"name": "lo", "mac": "00:00:00:00:00:00", "sandbox": "/run/netns/pod-a"}]
+            and {"interface": 0, "address": "127.0.0.1/8"} in res["ips"]
+            and "LOOPBACK,UP" in shown and "inet 127.0.0.1/8" in shown)
+
+
+@page.check("add", "ADD's result names cni0, a host-side veth and the pod's eth0 (with its sandbox); the "
+                   "address 10.88.0.2/16 with gateway 10.88.0.1 belongs to interface 2, eth0")
+def _(lab):
+    res = result(lab, "deepdive-cni add containerd-net /run/netns/pod-a", "add")
+    names = [i["name"] for i in res["interfaces"]]
+    veth = peer_of(lab, "pod-a")
+    return (names[0] == "cni0" and names[2] == "eth0" and veth is not None and names[1] == veth["name"]
+            and res["interfaces"][2].get("sandbox") == "/run/netns/pod-a"
+            and res["ips"] == [{"interface": 2, "address": "10.88.0.2/16", "gateway": "10.88.0.1"}]
+            and res["interfaces"][2]["mac"] == lab.link("pod-a", "eth0")["mac"])
+
+
+@page.check("add", "The host end of the pod's veth pair is a port of cni0, and cni0 holds the gateway address")
+def _(lab):
+    veth = peer_of(lab, "pod-a")
+    return (veth is not None and veth["master"] == "cni0"
+            and "10.88.0.1/16" in lab.link("host", "cni0")["addresses"])
+
+
+@page.check("pod", "In the pod, eth0 has 10.88.0.2/16 and the default route goes via cni0's 10.88.0.1")
+def _(lab):
+    return ("inet 10.88.0.2/16" in lab.output(f"{POD_A} ip addr show eth0", step="pod")
+            and "default via 10.88.0.1 dev eth0" in lab.output(f"{POD_A} ip route", step="pod"))
+
+
+@page.check("node", "The bridge plugin set hairpin mode on the pod's port and turned on IP forwarding")
+def _(lab):
+    return ("hairpin on" in lab.output("bridge -d link show", step="node")
+            and lab.output("sysctl net.ipv4.ip_forward", step="node").strip() == "net.ipv4.ip_forward = 1")
+
+
+@page.check("node", "host-local keeps one file per address, named after it and holding the container ID and "
+                    "interface; the runtime's cache holds the result ADD returned")
+def _(lab):
+    from deepdive.cni import container_id_for
+    lease = lab.output(f"cat /var/lib/cni/networks/{NET}/10.88.0.2", step="node").split()
+    cached = json.loads(lab.output(".result.interfaces", step="node"))
+    added = result(lab, "deepdive-cni add containerd-net /run/netns/pod-a", "add")
+    return lease == [container_id_for("/run/netns/pod-a"), "eth0"] and cached == added["interfaces"]
+
+
+@page.check("second", "pod-b got the next address, 10.88.0.3, and reached pod-a through cni0")
+def _(lab):
+    res = result(lab, "deepdive-cni add containerd-net /run/netns/pod-b", "second")
+    return (res["ips"][0]["address"] == "10.88.0.3/16"
+            and answered(lab.output("ping -c 2", step="second"), "10.88.0.2", 2))
+
+
+@page.check("second", "cni0 learned each pod's MAC on that pod's own port, and pod-b's neighbour entry for "
+                      "10.88.0.2 is pod-a's eth0")
+def _(lab):
+    fdb = lab.output("bridge fdb show br cni0 dynamic", step="second")
+    a, b = lab.link("pod-a", "eth0")["mac"], lab.link("pod-b", "eth0")["mac"]
+    return (learned(fdb, f"{a} dev {peer_of(lab, 'pod-a')['name']}")
+            and learned(fdb, f"{b} dev {peer_of(lab, 'pod-b')['name']}")
+            and f"10.88.0.2 dev eth0 lladdr {a}" in lab.output("ip neigh", step="second"))
+
+
+@page.check("container", "A process that joins the sandbox's namespaces sees the same eth0 and address, and "
+                         "reaches the server on 127.0.0.1:80, which answers with the pod's hostname")
+def _(lab):
+    return ("10.88.0.2/16" in lab.output(f"{POD_A} ip -br addr show eth0", step="container")
+            and lab.output("socat -u TCP:127.0.0.1:80 -", step="container").strip() == "pod-a")
+
+
+@page.check("hostport", "portmap sends TCP to any local address, port 8080, to a chain of pod-a's; from outside, "
+                        "192.168.1.1:8080 reached pod-a's port 80, and conntrack shows the translation")
+def _(lab):
+    ct = lab.output("conntrack -L", step="hostport")
+    return ("--dports 8080 -j CNI-DN-" in lab.output("CNI-HOSTPORT-DNAT", step="hostport")
+            and "--dst-type LOCAL -j CNI-HOSTPORT-DNAT" in lab.output("-S PREROUTING", step="hostport")
+            and lab.output("socat -u TCP:192.168.1.1:8080 -", step="hostport").strip() == "pod-a"
+            and "src=192.168.1.2 dst=192.168.1.1" in ct and "src=10.88.0.2 dst=192.168.1.2 sport=80" in ct)
+
+
+@page.check("again", "The runtime refuses a second ADD of the same attachment; the bridge plugin, asked "
+                     "directly, refuses too because eth0 exists")
+def _(lab):
+    return ("already has eth0" in lab.result("deepdive-cni add", step="again").stderr
+            and "already exists" in lab.output("/usr/lib/cni/bridge", step="again")
+            and peer_of(lab, "pod-a") is not None)
+
+
+@page.check("del", "DEL removed pod-a's eth0 and its host-side veth, released 10.88.0.2 and the cached result, "
+                   "and removed the hostPort rule; cni0 and pod-b stay")
+def _(lab):
+    files = lab.output("find /var/lib/cni -type f", step="del")
+    return (peer_of(lab, "pod-a") is None and peer_of(lab, "pod-b") is not None
+            and f"networks/{NET}/10.88.0.2" not in files and cache_file("pod-a") not in files
+            and "CNI-DN-" not in lab.output("CNI-HOSTPORT-DNAT", step="del")
+            and lab.link("host", "cni0")["up"])
+
+
+@page.check("check", "CHECK got past bridge (the plugins run in order) and failed in portmap, which looks for "
+                     "an IPv6 DNAT chain that its ADD never made")
+def _(lab):
+    err = lab.result("deepdive-cni check", step="check").stderr
+    return 'plugin type="portmap" failed (check)' in err and "could not check ipv6 dnat" in err
