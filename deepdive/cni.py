@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import copy
 import dataclasses
 import hashlib
@@ -46,7 +47,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 DEFAULT_NETCONFPATH = "/etc/cni/net.d"
 DEFAULT_CNI_PATH = "/opt/cni/bin:/usr/lib/cni"
@@ -151,9 +152,11 @@ def parse_config(raw: bytes, source: str = "<config>") -> NetworkConfig:
     if not isinstance(plugins, list) or not plugins:
         raise CNIError(f"{source}: \"plugins\" must be a non-empty list")
     for i, plugin in enumerate(plugins):
-        kind = plugin.get("type") if isinstance(plugin, dict) else None
-        if not isinstance(kind, str) or not kind or "/" in kind or kind in (".", ".."):
+        if not isinstance(plugin, dict) or not _is_plugin_name(plugin.get("type")):
             raise CNIError(f"{source}: plugin {i + 1} needs a \"type\", the name of its executable")
+        caps = plugin.get("capabilities")
+        if caps is not None and (not isinstance(caps, dict) or not all(isinstance(v, bool) for v in caps.values())):
+            raise CNIError(f"{source}: plugin {i + 1}: \"capabilities\" must map capability names to true or false")
     disable = data.get("disableCheck", False)
     if not isinstance(disable, bool):
         raise CNIError(f"{source}: \"disableCheck\" must be true or false")
@@ -169,8 +172,12 @@ def load_network(netdir: str, name: str) -> NetworkConfig:
     directory = Path(netdir)
     if not directory.is_dir():
         raise CNIError(f"no network configuration directory {netdir} (NETCONFPATH)")
-    lists = sorted(directory.glob("*.conflist"))
-    singles = sorted(p for p in directory.iterdir() if p.suffix in (".conf", ".json"))
+    try:
+        files = sorted(p for p in directory.iterdir() if p.is_file())  # libcni skips directories
+    except OSError as exc:
+        raise CNIError(f"cannot list {netdir}: {exc.strerror}") from None
+    lists = [p for p in files if p.suffix == ".conflist"]
+    singles = [p for p in files if p.suffix in (".conf", ".json")]
     for path in (*lists, *singles):
         try:
             raw = path.read_bytes()
@@ -201,8 +208,16 @@ def derive(network: NetworkConfig, plugin: dict[str, Any], prev_result: dict[str
     return conf
 
 
+def _is_plugin_name(kind: Any) -> bool:
+    # SPEC.md section 1: a type names an executable in CNI_PATH, never a path.
+    return isinstance(kind, str) and kind not in ("", ".", "..") and "/" not in kind
+
+
 def find_plugin(kind: str, cni_path: str) -> str:
-    """The executable for plugin type `kind`, first match in CNI_PATH's directories."""
+    """The executable for plugin type `kind`, first match in CNI_PATH's directories.
+    Raises CNIError when there is none, or when `kind` is a path rather than a name."""
+    if not _is_plugin_name(kind):
+        raise CNIError(f"invalid plugin type {kind!r}: the name of an executable in CNI_PATH, without '/'")
     for directory in filter(None, cni_path.split(":")):
         candidate = os.path.join(directory, kind)
         if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
@@ -284,7 +299,11 @@ class Runtime:
         A failure runs DEL through the list before raising, so nothing stays behind."""
         attachment.validate()
         cache = self.cache_path(network, attachment)
-        if cache.exists():
+        try:
+            cached = cache.exists()
+        except OSError as exc:  # a name too long for the file system, a directory we may not search
+            raise CNIError(f"cannot look up the cached result {cache}: {exc.strerror}") from None
+        if cached:
             raise CNIError(f"container {attachment.container_id} already has {attachment.ifname} on network "
                            f"{network.name!r} (its result is cached in {cache}); DEL it before another ADD")
         if not os.path.exists(attachment.netns):
@@ -297,14 +316,16 @@ class Runtime:
                 result = exec_plugin(plugin, "ADD", conf, attachment, self.cni_path, self.timeout)
                 if result is None:
                     raise CNIError(f"plugin {describe(plugin)} failed (add): it printed no result")
+            assert result is not None
+            # Without its cache the attachment could be neither refused a second ADD nor
+            # given its result on DEL: a failure to write it fails the ADD too.
+            self._write_cache(cache, network, attachment, result)
         except CNIError as exc:
             try:
                 self._delete(network, attachment, None)
             except CNIError as undo:
                 raise CNIError(f"{exc}; the DEL that followed failed too: {undo}") from None
             raise CNIError(f"{exc}; DEL undid the attachment") from None
-        assert result is not None
-        self._write_cache(cache, network, attachment, result)
         return result
 
     def delete(self, network: NetworkConfig, attachment: Attachment) -> None:
@@ -315,7 +336,11 @@ class Runtime:
         cached = _result_of(entry)
         self._plugins_present(network)
         self._delete(network, _as_added(attachment, entry), cached)
-        self.cache_path(network, attachment).unlink(missing_ok=True)
+        path = self.cache_path(network, attachment)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise CNIError(f"cannot remove the cached result {path}: {exc.strerror}") from None
 
     def check(self, network: NetworkConfig, attachment: Attachment) -> None:
         """CHECK the attachment against the cached ADD result (spec 0.4.0 and later);
@@ -385,13 +410,15 @@ class Runtime:
         if attachment.capability_args:
             cached["capabilityArgs"] = attachment.capability_args
         cached["result"] = result
+        tmp = path.with_name(f".{path.name}.tmp")
         try:
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp")
             tmp.write_text(json.dumps(cached, separators=(",", ":")))
             tmp.chmod(0o600)
             os.replace(tmp, path)
         except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
             raise CNIError(f"cannot cache the result in {path}: {exc.strerror}") from None
 
 
@@ -457,8 +484,19 @@ def attachment_from_env(netns: str, ifname: str | None, environ: dict[str, str])
                       args=parse_args_env(environ.get("CNI_ARGS", "")), capability_args=caps)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error on one line like every other error of the command
+    (exit status 2, as argparse has it)."""
+
+    def error(self, message: str) -> NoReturn:
+        usage = " ".join(self.format_usage().split())
+        self.exit(2, f"deepdive-cni: {message}; {usage}\n")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    """The command: 0 on success, 1 with one line on stderr when it fails, 2 (from
+    argparse, as SystemExit) with one line for a usage error."""
+    parser = _Parser(
         prog="deepdive-cni", description="Run a CNI network configuration against a network namespace, "
         "as a container runtime does (CNI specification 1.0.0).",
         epilog="Environment: NETCONFPATH (default /etc/cni/net.d), CNI_PATH (default "
