@@ -118,8 +118,12 @@ def with_(**changes: Any) -> dict[str, Any]:
     return {k: v for k, v in conf.items() if v is not None}
 
 
-def host_veth(pod: str, ifname: str = "eth0") -> str:
-    return "veth" + hashlib.sha1(f"{pod}/{ifname}".encode()).hexdigest()[:11]
+def host_hash(pod: str, ifname: str = "eth0", network: str = "bashnet") -> str:
+    return hashlib.sha1(f"{network}/{pod}/{ifname}".encode()).hexdigest()
+
+
+def host_veth(pod: str, ifname: str = "eth0", network: str = "bashnet") -> str:
+    return "veth" + host_hash(pod, ifname, network)[:11]
 
 
 # --- VERSION ----------------------------------------------------------------------------
@@ -140,7 +144,7 @@ def test_add_wires_the_pod_to_the_bridge_and_prints_the_result(node):
         "cniVersion": "1.0.0",
         "interfaces": [{"name": "cni0", "mac": "0a:58:0a:f4:01:01"},
                        {"name": veth, "mac": "02:" + ":".join(
-                           hashlib.sha1(b"pod-a/eth0").hexdigest()[i:i + 2] for i in range(0, 10, 2))},
+                           host_hash("pod-a")[i:i + 2] for i in range(0, 10, 2))},
                        {"name": "eth0", "mac": "0a:58:0a:f4:01:02", "sandbox": "/run/netns/pod-a"}],
         "ips": [{"address": "10.244.1.2/24", "gateway": "10.244.1.1", "interface": 2}],
         "routes": [{"dst": "0.0.0.0/0", "gw": "10.244.1.1"}],
@@ -174,6 +178,15 @@ def test_an_attachment_is_its_container_id_and_interface_name(node):
     assert node.store() == {"10.244.1.2": "pod-a eth0 "}
     assert host_veth("pod-a") in node.sh("ip -o link show")
     assert host_veth("pod-a", "net1") != host_veth("pod-a")
+
+
+def test_del_on_another_network_leaves_this_one_s_attachment(node):
+    """A runtime DELs after a failed ADD: on a network the pod never joined, that DEL
+    must not take the veth or address the pod has on another."""
+    node.add("pod-a")
+    assert node.call("DEL", with_(name="other", subnet="10.244.2.0/24")).rc == 0
+    assert host_veth("pod-a") in node.sh("ip -o link show")
+    assert node.store() == {"10.244.1.2": "pod-a eth0 "}
 
 
 def test_add_into_a_missing_namespace_is_code_3(node):
