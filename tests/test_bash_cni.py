@@ -287,6 +287,9 @@ def test_del_succeeds_when_the_namespace_is_gone_or_was_never_added(node):
     assert node.call("DEL").rc == 0
     assert node.store() == {}
     assert node.call("DEL", pod="never", CNI_NETNS="").rc == 0
+    # A DEL on a network nothing was ever added to leaves no trace in the store either.
+    assert node.call("DEL", with_(name="unused")).rc == 0
+    assert node.sh(f"ls {STORE}").split() == ["bashnet"]
 
 
 # --- CHECK ------------------------------------------------------------------------------
@@ -323,11 +326,16 @@ def test_check_needs_prev_result_and_an_interface_of_it(node):
 
 # --- bad input ----------------------------------------------------------------------------
 
-def test_a_malformed_configuration_is_code_6(node):
+@pytest.mark.parametrize("stdin, details", [
+    ('{"cniVersion": "1.0.0", "name": "bashnet",\n}', "parse error: Expected another key-value pair at line 2, column 1"),
+    ('["not", "an", "object"]', "standard input is not a JSON object"),
+    ("\n", "standard input is empty"),
+])
+def test_a_malformed_configuration_is_code_6(node, stdin, details):
     node.sh("ip netns add pod-a")
-    err = node.call("ADD", '{"cniVersion": "1.0.0", "name": "bashnet",').error(6)
-    assert err["cniVersion"] == "1.0.0"
-    node.call("ADD", '["not", "an", "object"]').error(6)
+    err = node.call("ADD", stdin).error(6)
+    assert err["details"] == details and err["cniVersion"] == "1.0.0"
+    assert node.sh("ip -o link show").count("\n") == 1
 
 
 @pytest.mark.parametrize("conf, details", [
