@@ -48,6 +48,18 @@ CONFIG = {
     ],
 }
 LOOPBACK_CONFIG = {"cniVersion": "1.0.0", "name": "cni-loopback", "plugins": [{"type": "loopback"}]}
+BROKEN = "/etc/cni/net.d/20-broken-net.conflist"
+BROKEN_CONFIG = {
+    "cniVersion": "1.0.0",
+    "name": "broken-net",
+    "plugins": [
+        {"type": "bridge", "bridge": "cni1", "isGateway": True,
+         "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.99.0.0/24"}]]}},
+        {"type": "tuning", "sysctl": {"net.ipv4.conf.eth1.no_such_setting": "1"}},
+    ],
+}
+TYPO = "/etc/cni/net.d/30-typo-net.conflist"
+TYPO_CONFIG = {"cniVersion": "1.0.0", "name": "typo-net", "plugins": [{"type": "bridg", "bridge": "cni2"}]}
 HOST_PORT = {"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]}
 
 
@@ -80,7 +92,7 @@ ADD_A = cmd(f"env CAP_ARGS='{json.dumps(HOST_PORT, separators=(',', ':'))}' deep
 page.step(
     "sandbox", "The runtime creates the sandbox: namespaces and the pause process",
     *sandbox("pod-a"),
-    cmd("pgrep -a catatonit", until="catatonit -P"),
+    cmd("ps -C catatonit -o user,args", until="catatonit -P"),
     in_pod("pod-a", "hostname"),
     "hostname",
     in_pod("pod-a", "ip link"),
@@ -166,6 +178,19 @@ page.step(
         rc=1),
 )
 page.step(
+    "failure", "When ADD fails",
+    # A list whose second plugin fails once the first has built the interface: tuning
+    # refuses a sysctl that does not exist.
+    write_file(BROKEN, json.dumps(BROKEN_CONFIG, indent=2)),
+    cmd("env CNI_IFNAME=eth1 deepdive-cni add broken-net /run/netns/pod-b", rc=1),
+    in_pod("pod-b", "ip -br link"),
+    "ip link show master cni1",
+    "find /var/lib/cni/networks/broken-net -type f",
+    # A list that names a plugin CNI_PATH does not have: nothing runs at all.
+    write_file(TYPO, json.dumps(TYPO_CONFIG, indent=2)),
+    cmd("env CNI_IFNAME=eth1 deepdive-cni add typo-net /run/netns/pod-b", rc=1),
+)
+page.step(
     "del", "CNI DEL",
     f"deepdive-cni del {NET} /run/netns/pod-a",
     in_pod("pod-a", "ip link"),
@@ -198,7 +223,7 @@ POD_A = "nsenter --net=/run/netns/pod-a --ipc=/run/pods/pod-a/ipc --uts=/run/pod
                        "node keeps its own; the new network namespace holds only lo, and lo is down")
 def _(lab):
     links = lab.output(f"{POD_A} ip link", step="sandbox")
-    return ("catatonit -P" in lab.run("pgrep -a catatonit").stdout
+    return ("catatonit -P" in lab.run("ps -C catatonit -o args").stdout
             and lab.output(f"{POD_A} hostname", step="sandbox").strip() == "pod-a"
             and lab.output("hostname", step="sandbox").strip() not in ("", "pod-a")
             and links.count(": <") == 1 and "1: lo: <LOOPBACK>" in links and "state DOWN" in links)
@@ -312,3 +337,16 @@ def _(lab):
 def _(lab):
     err = lab.result("deepdive-cni check", step="check").stderr
     return 'plugin type="portmap" failed (check)' in err and "could not check ipv6 dnat" in err
+
+
+@page.check("failure", "tuning failed after bridge had built eth1; the runtime's DEL removed eth1 and its veth "
+                       "and released the address, and a list naming a missing plugin ran nothing")
+def _(lab):
+    failed = lab.result("add broken-net", step="failure").stderr
+    typo = lab.result("add typo-net", step="failure").stderr
+    return ('plugin type="tuning" failed (add)' in failed and "DEL undid the attachment" in failed
+            and failed.count("\n") == 1 and "eth1" not in lab.output("ip -br link", step="failure")
+            and lab.output("ip link show master cni1", step="failure").strip() == ""
+            and "10.99.0.2" not in lab.output("find /var/lib/cni/networks/broken-net", step="failure")
+            and "'bridg' is not in CNI_PATH" in typo and typo.count("\n") == 1
+            and not any(link["name"] == "cni2" for link in lab.snapshot["nodes"][0]["links"]))
