@@ -66,6 +66,9 @@ page = Page(
          "<random MAC>"),
         # A learned neighbour entry goes REACHABLE -> STALE on the kernel's timers.
         (r"\b(REACHABLE|STALE|DELAY|PROBE)\b", "<learned>"),
+        # `ip route get` names the user it looked the route up for: 0 as root, the
+        # caller's own uid in a rootless lab.
+        (r"\buid \d+\b", "uid <uid>"),
     ],
 )
 
@@ -80,7 +83,8 @@ def subnet_env(n: int) -> str:
 def delegate(n: int) -> str:
     """The bridge configuration flannel's CNI plugin builds from subnet_env(n) and the
     `delegate` of kube-flannel.yml's conflist (flannel_linux.go, doCmdAdd), plus an ipam
-    dataDir of the node's own; keys sorted, as Go writes a map."""
+    dataDir of the node's own; keys sorted, as Go writes a map, and the ipam lists on
+    one line each."""
     conf = {
         "cniVersion": "0.3.1",        # the conflist's
         "hairpinMode": True,          # kube-flannel.yml's delegate
@@ -97,7 +101,13 @@ def delegate(n: int) -> str:
         "name": "cbr0",               # the conflist's name
         "type": "bridge",
     }
-    return json.dumps(conf, indent=2, sort_keys=True) + "\n"
+
+    def block(obj: dict, indent: str) -> str:
+        inner = indent + "  "
+        return "{\n" + ",\n".join(
+            f"{inner}{json.dumps(k)}: " + (block(v, inner) if isinstance(v, dict) else json.dumps(v))
+            for k, v in sorted(obj.items())) + f"\n{indent}}}"
+    return block(conf, "") + "\n"
 
 
 def cni_conf(n: int) -> str:
@@ -169,18 +179,20 @@ page.step(
     # Without onlink the kernel refuses a gateway that no address of flannel.1 covers.
     cmd("ip -n node1 route add 10.244.9.0/24 via 10.244.9.0 dev flannel.1", rc=2),
 )
-page.step(
-    "cni-config", "The bridge configuration flannel's CNI plugin would delegate, per node",
-    *[c for n in NODES for c in (
-        f"mkdir -p {cni_conf(n)}",
-        write_file(f"{cni_conf(n)}/10-flannel.conf", delegate(n)),
-    )],
-)
-page.step(
-    "pods", "kubelet's part: a pod on each node, through CNI ADD",
-    *[f"ip netns exec node{n} deepdive-cni add cbr0 /run/netns/pod-{n}a" for n in NODES],
-    snapshot=True,
-)
+
+
+def cni_config(n: int) -> list:
+    return [f"mkdir -p {cni_conf(n)}", write_file(f"{cni_conf(n)}/10-flannel.conf", delegate(n))]
+
+
+def cni_add(n: int) -> str:
+    return f"ip netns exec node{n} deepdive-cni add cbr0 /run/netns/pod-{n}a"
+
+
+page.step("cni-config", "The bridge configuration flannel's CNI plugin would delegate, on node1", *cni_config(1))
+page.step("cni-config-rest", "The same on node2 and node3, each with its own subnet", *cni_config(2), *cni_config(3))
+page.step("pod", "kubelet's part: a pod on node1, through CNI ADD", cni_add(1))
+page.step("pods", "A pod on node2 and one on node3", cni_add(2), cni_add(3), snapshot=True)
 page.step(
     "pod-view", "A pod's interface and routes, and its node's",
     "ip -n pod-1a addr show eth0",
@@ -359,13 +371,13 @@ def _(lab):
     return res.rc == 2 and "Nexthop has invalid gateway" in res.stderr
 
 
-@page.check("cni-config", "Each node's configuration is what flannel's plugin derives from its "
+@page.check("cni-config-rest", "Each node's configuration is what flannel's plugin derives from its "
                           "subnet.env: the subnet's network as host-local's range, FLANNEL_NETWORK "
                           "as a route, FLANNEL_MTU, and ipMasq the opposite of FLANNEL_IPMASQ")
 def _(lab):
     def follows(n: int) -> bool:
         env = env_of(lab, n)
-        conf = json.loads(lab.output(f"tee {cni_conf(n)}/10-flannel.conf", step="cni-config"))
+        conf = json.loads(lab.output(f"tee {cni_conf(n)}/10-flannel.conf"))
         return (conf["ipam"]["ranges"] == [[{"subnet": str(ipaddress.ip_interface(env["FLANNEL_SUBNET"]).network)}]]
                 and conf["ipam"]["routes"] == [{"dst": env["FLANNEL_NETWORK"]}]
                 and conf["ipam"]["type"] == "host-local"
@@ -379,7 +391,7 @@ def _(lab):
                     "with 10.244.N.1 as gateway, a route to 10.244.0.0/16 and a default route")
 def _(lab):
     def result(n: int) -> bool:
-        res = json.loads(lab.output(f"deepdive-cni add cbr0 /run/netns/pod-{n}a", step="pods"))
+        res = json.loads(lab.output(cni_add(n)))
         return (res["ips"] == [{"version": "4", "interface": 2, "address": f"{pod_ip(n)}/24",
                                 "gateway": f"10.244.{n}.1"}]
                 and res["routes"] == [{"dst": NETWORK}, {"dst": "0.0.0.0/0", "gw": f"10.244.{n}.1"}]
