@@ -1,6 +1,7 @@
 """What a snippet's check functions are given: the run so far, and a way to probe."""
 from __future__ import annotations
 
+import json
 from typing import Any, Callable
 
 from deepdive.execute import Result
@@ -36,6 +37,11 @@ class CheckContext:
 
     def output(self, contains: str, step: str | None = None) -> str:
         return self.result(contains, step).stdout
+
+    def json(self, contains: str, step: str | None = None) -> Any:
+        """The standard output of a recorded command (found as by `result`) parsed as
+        JSON: a CNI result, `ip -j`. Raises ValueError when it is not JSON."""
+        return json.loads(self.output(contains, step))
 
     def run(self, command: str) -> Result:
         res = self._probe(command)

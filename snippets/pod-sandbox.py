@@ -205,10 +205,6 @@ page.step(
 
 
 
-def result(lab, contains: str, step: str) -> dict:
-    return json.loads(lab.output(contains, step=step))
-
-
 def peer_of(lab, node: str) -> dict | None:
     """The host-side link whose veth peer is `node`'s eth0, from the latest snapshot."""
     host = next(n for n in lab.snapshot["nodes"] if n["name"] == "host")
@@ -232,7 +228,7 @@ def _(lab):
 @page.check("loopback", "The loopback plugin brought lo up with 127.0.0.1/8 and reported it with the pod's "
                         "namespace as its sandbox")
 def _(lab):
-    res = result(lab, "deepdive-cni add cni-loopback /run/netns/pod-a", "loopback")
+    res = lab.json("deepdive-cni add cni-loopback /run/netns/pod-a", "loopback")
     shown = lab.output(f"{POD_A} ip addr show lo", step="loopback")
     return (res["interfaces"] == [{"name": "lo", "mac": "00:00:00:00:00:00", "sandbox": "/run/netns/pod-a"}]
             and {"interface": 0, "address": "127.0.0.1/8"} in res["ips"]
@@ -242,7 +238,7 @@ def _(lab):
 @page.check("add", "ADD's result names cni0, a host-side veth and the pod's eth0 (with its sandbox); the "
                    "address 10.88.0.2/16 with gateway 10.88.0.1 belongs to interface 2, eth0")
 def _(lab):
-    res = result(lab, "deepdive-cni add containerd-net /run/netns/pod-a", "add")
+    res = lab.json("deepdive-cni add containerd-net /run/netns/pod-a", "add")
     names = [i["name"] for i in res["interfaces"]]
     veth = peer_of(lab, "pod-a")
     return (names[0] == "cni0" and names[2] == "eth0" and veth is not None and names[1] == veth["name"]
@@ -276,13 +272,13 @@ def _(lab):
     from deepdive.cni import container_id_for
     lease = lab.output(f"cat /var/lib/cni/networks/{NET}/10.88.0.2", step="node").split()
     cached = json.loads(lab.output(".result.interfaces", step="node"))
-    added = result(lab, "deepdive-cni add containerd-net /run/netns/pod-a", "add")
+    added = lab.json("deepdive-cni add containerd-net /run/netns/pod-a", "add")
     return lease == [container_id_for("/run/netns/pod-a"), "eth0"] and cached == added["interfaces"]
 
 
 @page.check("second", "pod-b got the next address, 10.88.0.3, and reached pod-a through cni0")
 def _(lab):
-    res = result(lab, "deepdive-cni add containerd-net /run/netns/pod-b", "second")
+    res = lab.json("deepdive-cni add containerd-net /run/netns/pod-b", "second")
     return (res["ips"][0]["address"] == "10.88.0.3/16"
             and answered(lab.output("ping -c 2", step="second"), "10.88.0.2", 2))
 
