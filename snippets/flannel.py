@@ -138,13 +138,6 @@ page.step(
     *[f"ip netns exec node1 ping -c 1 -W 1 {underlay_ip(m)}" for m in others(1)],
 )
 page.step(
-    "subnets", "flanneld's part: each node's subnet, in subnet.env",
-    *[c for n in NODES for c in (
-        f"mkdir -p /run/flannel/node{n}",
-        write_file(f"/run/flannel/node{n}/subnet.env", subnet_env(n)),
-    )],
-)
-page.step(
     "vtep", "flanneld's part: flannel.1 on each node",
     *[c for n in NODES for c in (
         f"ip -n node{n} link add flannel.1 address {vtep_mac(n)} mtu {MTU} type vxlan"
@@ -154,6 +147,13 @@ page.step(
     )],
     "ip -n node1 -details link show flannel.1",
     "bridge -n node1 fdb show dev flannel.1",
+)
+page.step(
+    "subnets", "flanneld's part: each node's subnet, in subnet.env",
+    *[c for n in NODES for c in (
+        f"mkdir -p /run/flannel/node{n}",
+        write_file(f"/run/flannel/node{n}/subnet.env", subnet_env(n)),
+    )],
 )
 
 
@@ -228,7 +228,7 @@ page.step(
 )
 page.step(
     "walk-node2", "The same packet on node2",
-    "ip netns exec node2 ss -u -l -n sport = :8472",
+    "ip netns exec node2 ss -u -l -n -p sport = :8472",
     "ip -n node2 addr show flannel.1",
     f"ip -n node2 route get {pod_ip(2)} from {pod_ip(1)} iif flannel.1",
     f"ip -n node2 neigh show {pod_ip(2)} dev cni0",
@@ -312,26 +312,13 @@ def _(lab):
         for m in others(1))
 
 
-@page.check("subnets", "Each node's FLANNEL_SUBNET is a /24 of its own inside FLANNEL_NETWORK, "
-                       "written as the subnet's first address (10.244.N.1/24)")
-def _(lab):
-    envs = {n: env_of(lab, n) for n in NODES}
-    nets = {n: ipaddress.ip_interface(e["FLANNEL_SUBNET"]).network for n, e in envs.items()}
-    return (all(list(e) == ["FLANNEL_NETWORK", "FLANNEL_SUBNET", "FLANNEL_MTU", "FLANNEL_IPMASQ"]
-                for e in envs.values())
-            and all(e["FLANNEL_SUBNET"] == f"10.244.{n}.1/24" for n, e in envs.items())
-            and len(set(nets.values())) == len(NODES)
-            and all(net.subnet_of(ipaddress.ip_network(envs[n]["FLANNEL_NETWORK"]))
-                    for n, net in nets.items()))
-
-
 @page.check("vtep", "flannel.1 on each node is a vxlan device, VNI 1, port 8472, on top of eth0, "
-                    "with the MTU of subnet.env (1450, eth0's 1500 less 50) and the address 10.244.N.0/32")
+                    "with an MTU of 1450 (eth0's 1500 less 50) and the address 10.244.N.0/32")
 def _(lab):
     return all(lab.link(f"node{n}", "flannel.1")["kind"] == "vxlan"
                and lab.link(f"node{n}", "flannel.1")["details"] == {"vni": 1, "dstport": 8472}
                and lab.link(f"node{n}", "flannel.1")["parent"] == {"node": f"node{n}", "name": "eth0"}
-               and lab.link(f"node{n}", "flannel.1")["mtu"] == int(env_of(lab, n)["FLANNEL_MTU"])
+               and lab.link(f"node{n}", "flannel.1")["mtu"] == MTU
                == lab.link(f"node{n}", "eth0")["mtu"] - VXLAN_OVERHEAD
                and lab.link(f"node{n}", "flannel.1")["addresses"] == [f"10.244.{n}.0/32"]
                for n in NODES)
@@ -349,6 +336,21 @@ def _(lab):
 def _(lab):
     res = lab.result("bridge -n node1 fdb show dev flannel.1", step="vtep")
     return res.rc == 0 and res.stdout.strip() == ""
+
+
+@page.check("subnets", "Each node's `FLANNEL_SUBNET` is a /24 of its own inside `FLANNEL_NETWORK`, "
+                       "written as the subnet's first address (10.244.N.1/24), and `FLANNEL_MTU` is "
+                       "flannel.1's MTU")
+def _(lab):
+    envs = {n: env_of(lab, n) for n in NODES}
+    nets = {n: ipaddress.ip_interface(e["FLANNEL_SUBNET"]).network for n, e in envs.items()}
+    return (all(list(e) == ["FLANNEL_NETWORK", "FLANNEL_SUBNET", "FLANNEL_MTU", "FLANNEL_IPMASQ"]
+                for e in envs.values())
+            and all(e["FLANNEL_SUBNET"] == f"10.244.{n}.1/24" for n, e in envs.items())
+            and len(set(nets.values())) == len(NODES)
+            and all(net.subnet_of(ipaddress.ip_network(envs[n]["FLANNEL_NETWORK"]))
+                    for n, net in nets.items())
+            and all(int(e["FLANNEL_MTU"]) == lab.link(f"node{n}", "flannel.1")["mtu"] for n, e in envs.items()))
 
 
 @page.check("peers-rest", "Every node has, for each other node, the onlink route, the PERMANENT "
@@ -506,9 +508,9 @@ def _(lab):
 @page.check("walk-node2", "On node2, UDP port 8472 is open with no process behind it (the kernel's "
                           "vxlan socket), and flannel.1's MAC is the inner frames' destination")
 def _(lab):
-    sockets = lab.output("ss -u -l -n", step="walk-node2").splitlines()[1:]
+    sockets = lab.output("ss -u -l -n -p", step="walk-node2").splitlines()[1:]
     return ([s.split()[3] for s in sockets] == ["0.0.0.0:8472"]
-            and "users:" not in lab.output("ss -u -l -n", step="walk-node2")
+            and "users:" not in lab.output("ss -u -l -n -p", step="walk-node2")
             and lab.link("node2", "flannel.1")["mac"] == vtep_mac(2)
             and f"link/ether {vtep_mac(2)} " in lab.output("addr show flannel.1", step="walk-node2"))
 
