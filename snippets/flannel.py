@@ -379,7 +379,7 @@ def _(lab):
 def _(lab):
     def follows(n: int) -> bool:
         env = env_of(lab, n)
-        conf = json.loads(lab.output(f"tee {cni_conf(n)}/10-flannel.conf"))
+        conf = lab.json(f"tee {cni_conf(n)}/10-flannel.conf")
         return (conf["ipam"]["ranges"] == [[{"subnet": str(ipaddress.ip_interface(env["FLANNEL_SUBNET"]).network)}]]
                 and conf["ipam"]["routes"] == [{"dst": env["FLANNEL_NETWORK"]}]
                 and conf["ipam"]["type"] == "host-local"
@@ -393,7 +393,7 @@ def _(lab):
                     "with 10.244.N.1 as gateway, a route to 10.244.0.0/16 and a default route")
 def _(lab):
     def result(n: int) -> bool:
-        res = json.loads(lab.output(cni_add(n)))
+        res = lab.json(cni_add(n))
         return (res["ips"] == [{"version": "4", "interface": 2, "address": f"{pod_ip(n)}/24",
                                 "gateway": f"10.244.{n}.1"}]
                 and res["routes"] == [{"dst": NETWORK}, {"dst": "0.0.0.0/0", "gw": f"10.244.{n}.1"}]
