@@ -639,3 +639,48 @@ def test_tcpdump_received_by_filter_is_masked_but_captured_is_not():
     two = "1 packet captured\n1 packet received by filter\n0 packets dropped by kernel\n"
     assert mask_text(one, argv) == mask_text(two, argv)
     assert mask_text(one, argv) != mask_text(one.replace("1 packet captured", "2 packets captured"), argv)
+
+
+# --- a page's masks in the snapshots ---------------------------------------------------
+
+VETH_MASK = {"pattern": r"veth[0-9a-f]{8}\b", "replacement": "veth<random>"}
+
+
+def pod_capture(veth: str, masks: list | None = None, mtu: int = 1500) -> dict:
+    """The veth capture with a host-side veth named as the bridge CNI plugin names it
+    (veth + 8 random hex digits), in an output and in the snapshot: as a link's name, in
+    its peer's reference, and as a key."""
+    c = capture()
+    c["steps"][1]["commands"].append(command("ip -br link show master cni0", f"{veth}@if2 UP\n"))
+    nodes = c["steps"][1]["snapshot"]["nodes"]
+    nodes[0]["links"][0]["peer"] = {"node": "host", "name": veth}
+    nodes.append({"name": "host", "links": [
+        {"name": veth, "mtu": mtu, "master": "cni0", "peer": {"node": "ns1", "name": "veth0"}},
+        {"name": "cni0", "kind": "bridge", "fdb": {veth: ["02:00:00:00:01:01"]}}]})
+    if masks is not None:
+        c["masks"] = masks
+    return c
+
+
+def test_a_pages_masks_apply_to_every_string_of_its_snapshots():
+    committed, fresh = pod_capture("veth93f991b2", [VETH_MASK]), pod_capture("veth0f88e023", [VETH_MASK])
+    assert drift(committed, fresh) == []
+    # what the masks leave alone in a snapshot is still compared
+    assert drift(committed, pod_capture("veth0f88e023", [VETH_MASK], mtu=1450)) == [
+        "page veth, step ping, snapshot: host/veth<random>: mtu 1500 -> 1450"]
+    # the masked copy is the snapshot with the names replaced; the capture is left alone
+    snap = masked(fresh)["steps"][1]["snapshot"]
+    assert snap["nodes"][1]["links"][1]["fdb"] == {"veth<random>": ["02:00:00:00:01:01"]}
+    assert fresh == pod_capture("veth0f88e023", [VETH_MASK])
+
+
+def test_without_the_mask_a_new_veth_name_in_a_snapshot_is_drift():
+    problems = drift(pod_capture("veth93f991b2"), pod_capture("veth0f88e023"))
+    assert problems[1:] == [
+        "page veth, step ping, snapshot: ns1/veth0: peer.name veth93f991b2 -> veth0f88e023",
+        "page veth, step ping, snapshot: host/veth93f991b2: link in the committed capture, not in this run",
+        "page veth, step ping, snapshot: host/veth0f88e023: link new in this run",
+        'page veth, step ping, snapshot: host/cni0: fdb.veth93f991b2 ["02:00:00:00:01:01"] -> null',
+        'page veth, step ping, snapshot: host/cni0: fdb.veth0f88e023 null -> ["02:00:00:00:01:01"]',
+    ]
+    assert problems[0].startswith("page veth, step ping, command `ip -br link show master cni0`, stdout:")
