@@ -38,7 +38,12 @@ PACKAGES = {"ip": "iproute2", "bridge": "iproute2", "tc": "iproute2", "unshare":
             "tshark": "tshark", "nc": "netcat-openbsd", "socat": "socat", "ipvsadm": "ipvsadm",
             "nft": "nftables", "iptables": "iptables", "ipset": "ipset",
             "conntrack": "conntrack", "bpftool": "bpftool", "clang": "clang",
-            "catatonit": "catatonit", "python3": "python3"}
+            "catatonit": "catatonit", "python3": "python3", "jq": "jq", "nsenter": "util-linux",
+            "setsid": "util-linux", "flock": "util-linux"}
+# A page names the CNI plugins it runs by path (Needs(tools=...) takes absolute paths):
+# Debian's reference plugins.
+PACKAGES.update({f"/usr/lib/cni/{p}": "containernetworking-plugins"
+                 for p in ("bridge", "host-local", "loopback", "portmap", "tuning")})
 PAGE_TIMEOUT = 120.0  # seconds a page may take in the host lab; $DEEPDIVE_PAGE_TIMEOUT overrides
 MARKER, RUN_PREFIX = runs.MARKER, runs.RUN_PREFIX
 
@@ -110,6 +115,7 @@ def preflight(page: Page) -> list[str]:
     what the kernel lacks or refuses to this user."""
     needed = dict.fromkeys((*ALWAYS_NEEDED, *page.needs.tools,
                             *features.tools_for(page.needs.features)))
+    # shutil.which takes a path with a slash as it is: Needs(tools=("/usr/lib/cni/bridge",)).
     missing = [t for t in needed if shutil.which(t) is None]
     if missing:
         pkgs = sorted({PACKAGES.get(t, t) for t in missing})

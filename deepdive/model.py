@@ -242,7 +242,8 @@ class Needs:
     features: kernel features beyond link kinds, named from deepdive.features.FEATURES
       (ip_vs, br_netfilter, nf_tables, nat, conntrack, ipset, netem, bpf,
       bpf_unprivileged); each is probed by using it in a scratch namespace.
-    tools: programs the steps run, looked up on PATH.
+    tools: programs the steps run, looked up on PATH; a program that lives off PATH
+      (a CNI plugin in /usr/lib/cni) is named by its absolute path.
     Where this kernel lacks a kind or feature, `--lab auto` runs the page in the vm lab
     and `--lab host` refuses in one line. An unknown feature, or a plain string where a
     tuple belongs, is a SnippetError at the snippet's line.

@@ -11,12 +11,14 @@ from deepdive.cni import container_id_for
 from deepdive.model import Needs, Page, cmd, write_file
 from deepdive.parse import answered, learned
 
+PLUGINS = ("bridge", "host-local", "loopback", "portmap", "tuning")  # Debian's, in /usr/lib/cni
+
 page = Page(
     name="pod-sandbox",
     title="The pod sandbox: a pause process and CNI",
     needs=Needs(kinds=("bridge", "veth"), features=("nat", "conntrack"),
                 tools=("catatonit", "nsenter", "unshare", "setsid", "socat", "iptables", "conntrack",
-                       "jq", "ping", "bridge")),
+                       "jq", "ping", "bridge", *(f"/usr/lib/cni/{p}" for p in PLUGINS))),
     # The bridge plugin names each pod's host-side veth "veth" + 8 random hex digits,
     # and the kernel gives veths random MACs (locally administered: second hex digit
     # 2, 6, a or e), so also the IPv6 link-local addresses made from them. The lab's

@@ -21,7 +21,7 @@ import pytest
 from conftest import ROOT, caller_state
 from deepdive import cli, features, lab, registry, vmguest
 from deepdive.features import ABSENT, DENIED, FEATURES
-from deepdive.model import DeepDiveError
+from deepdive.model import DeepDiveError, Needs
 
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 
@@ -187,6 +187,16 @@ def test_a_tool_a_probe_needs_is_a_missing_tool_not_a_missing_feature(tmp_path, 
     assert str(err.value) == ("page needy needs ipvsadm, nft, not found on PATH "
                               "(Debian/Ubuntu: apt-get install ipvsadm nftables)")
     assert scratch.calls == []
+
+
+def test_a_cni_plugin_named_by_path_is_checked_there_and_its_package_named(tmp_path, monkeypatch):
+    page = page_needing(tmp_path)
+    page.needs = Needs(tools=("/usr/lib/cni/bridge", "ip"))
+    monkeypatch.setattr(lab.shutil, "which", lambda t: None if t == "/usr/lib/cni/bridge" else "/bin/" + t)
+    with pytest.raises(DeepDiveError) as err:
+        lab.preflight(page)
+    assert str(err.value) == ("page needy needs /usr/lib/cni/bridge, not found on PATH "
+                              "(Debian/Ubuntu: apt-get install containernetworking-plugins)")
 
 
 def test_missing_kinds_and_features_are_one_line_with_the_remedy(monkeypatch):
@@ -360,7 +370,7 @@ def test_a_normal_user_is_told_in_one_line_that_bpf_needs_root(nobody_tmp):
         pytest.skip("this kernel lets normal users load BPF")
     tmp = nobody_tmp
     page_needing(tmp, "bpf")
-    code = ("import sys; from deepdive import cli, registry; from deepdive.model import DeepDiveError\n"
+    code = ("import sys; from deepdive import cli, registry; from deepdive.model import DeepDiveError, Needs\n"
             "try: cli.choose([registry.load('needy')], 'host')\n"
             "except DeepDiveError as exc: sys.exit(f'error: {exc}')")
     before = caller_state()
