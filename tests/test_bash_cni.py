@@ -157,6 +157,12 @@ def test_add_wires_the_pod_to_the_bridge_and_prints_the_result(node):
     assert node.store() == {"10.244.1.2": "pod-a eth0 "}
 
 
+def test_a_bridge_that_exists_is_used_and_reported_as_it_is(node):
+    node.sh("ip link add cni0 address 02:00:00:00:00:01 type bridge")
+    assert node.add("pod-a")["interfaces"][0] == {"name": "cni0", "mac": "02:00:00:00:00:01"}
+    assert "inet 10.244.1.1/24" in node.sh("ip -4 addr show dev cni0")
+
+
 def test_pods_reach_each_other_and_the_node(node):
     node.add("pod-a")
     assert node.add("pod-b")["ips"][0]["address"] == "10.244.1.3/24"
