@@ -644,8 +644,12 @@ def test_cli_version_prints_the_plugin_s_answer(cli, plugins):
 def errors(netns: Path, tmp_path: Path) -> list[tuple[dict[str, str], list[str], str]]:
     """(environment, argv, what stderr says after "deepdive-cni: ") for each mistake."""
     ns = str(netns)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "10-dbnet.conflist").write_text('{"name": "dbnet", "cniVersion": "1.0.0", "plugins": [')
     return [
         ({}, ["add", "nosuch", ns], "no network configuration named 'nosuch' in "),
+        ({"NETCONFPATH": str(broken)}, ["add", "dbnet", ns], f"{broken / '10-dbnet.conflist'}: not JSON: "),
         ({"NETCONFPATH": str(tmp_path / "none")}, ["add", "dbnet", ns], "no network configuration directory "),
         ({"CAP_ARGS": "{"}, ["add", "dbnet", ns], "CAP_ARGS is not JSON: "),
         ({"CAP_ARGS": "[1]"}, ["add", "dbnet", ns], "CAP_ARGS must be a JSON object"),
