@@ -1,6 +1,6 @@
 """Median wall times of the labs and of a full site build.
 
-    .venv/bin/python benchmarks/run.py [--repeat 5] [--vm-repeat 1] [--no-vm]
+    .venv/bin/python benchmarks/run.py [--repeat 5] [--vm-repeat 1] [--no-vm] [--page NAME ...]
 
 Each measurement is a fresh `python -m invoke ...` process, so interpreter start and
 imports are included, as a user would see them. These machines are noisy: medians and
@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from deepdive import cli, registry, vmlab  # noqa: E402
 from deepdive.capture import CAPTURES  # noqa: E402
+from deepdive.model import DeepDiveError  # noqa: E402
 
 INVOKE = [sys.executable, "-m", "invoke"]
 TARGETS = {"host page": 2.0, "site.build": 10.0, "vm pages, one boot": 90.0}
@@ -58,8 +59,13 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5, help="runs per host-lab measurement")
     parser.add_argument("--vm-repeat", type=int, default=1, help="runs per vm-lab measurement")
     parser.add_argument("--no-vm", action="store_true", help="skip the vm lab")
+    parser.add_argument("--page", action="append", default=[], metavar="NAME",
+                        help="only this page (repeat for several); default: every page")
     args = parser.parse_args()
-    pages = registry.load_all()
+    try:
+        pages = [registry.load(n) for n in args.page] if args.page else registry.load_all()
+    except DeepDiveError as exc:
+        parser.exit(2, f"{parser.prog}: {exc}\n")
     host, vm = cli.choose(pages, "auto")
     print(f"Linux {platform.release()}, Python {platform.python_version()}; "
           f"median of {args.repeat} (host) / {args.vm_repeat} (vm) runs, with min-max")

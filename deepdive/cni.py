@@ -320,12 +320,15 @@ class Runtime:
             # Without its cache the attachment could be neither refused a second ADD nor
             # given its result on DEL: a failure to write it fails the ADD too.
             self._write_cache(cache, network, attachment, result)
-        except CNIError as exc:
+        except (CNIError, KeyboardInterrupt) as exc:
+            # An interrupt too: half an attachment must not stay because Ctrl-C came
+            # between two plugins.
+            failure = str(exc) if isinstance(exc, CNIError) else "interrupted"
             try:
                 self._delete(network, attachment, None)
             except CNIError as undo:
-                raise CNIError(f"{exc}; the DEL that followed failed too: {undo}") from None
-            raise CNIError(f"{exc}; DEL undid the attachment") from None
+                raise CNIError(f"{failure}; the DEL that followed failed too: {undo}") from None
+            raise CNIError(f"{failure}; DEL undid the attachment") from None
         return result
 
     def delete(self, network: NetworkConfig, attachment: Attachment) -> None:
@@ -436,7 +439,7 @@ def _as_added(attachment: Attachment, entry: dict[str, Any] | None) -> Attachmen
         return attachment
     args, caps = attachment.args, attachment.capability_args
     if not args and isinstance(entry.get("cniArgs"), list):
-        args = tuple((str(k), str(v)) for k, v in (p for p in entry["cniArgs"] if len(p) == 2))
+        args = tuple((str(k), str(v)) for k, v in (p for p in entry["cniArgs"] if isinstance(p, list) and len(p) == 2))
     if not caps and isinstance(entry.get("capabilityArgs"), dict):
         caps = entry["capabilityArgs"]
     return dataclasses.replace(attachment, args=args, capability_args=caps)

@@ -329,6 +329,33 @@ def test_a_del_that_fails_after_a_failed_add_is_reported_too(runtime, plugins, e
     assert not cache_file(tmp_path).exists()
 
 
+def test_an_interrupt_between_two_plugins_is_undone_by_a_del(runtime, plugins, example, netns, tmp_path,
+                                                              monkeypatch):
+    real = cni.exec_plugin
+
+    def interrupted(plugin, command, *args, **kwargs):
+        if plugin["type"] == "tuning" and command == "ADD":
+            raise KeyboardInterrupt
+        return real(plugin, command, *args, **kwargs)
+
+    monkeypatch.setattr(cni, "exec_plugin", interrupted)
+    with pytest.raises(CNIError) as e:
+        runtime.add(example, attachment(netns))
+    assert str(e.value) == "interrupted; DEL undid the attachment"
+    assert plugins.names() == ["bridge ADD", "portmap DEL", "tuning DEL", "bridge DEL"]
+    assert not cache_file(tmp_path).exists()
+
+
+def test_a_cache_with_malformed_cni_args_still_deletes(runtime, plugins, example, netns, tmp_path):
+    runtime.add(example, attachment(netns))
+    cached = json.loads(cache_file(tmp_path).read_text())
+    cached["cniArgs"] = [7, ["argA"], ["argA", "foo"]]
+    cache_file(tmp_path).write_text(json.dumps(cached))
+    runtime.delete(example, attachment(netns))
+    assert plugins.calls()[-1].env["CNI_ARGS"] == "argA=foo"
+    assert not cache_file(tmp_path).exists()
+
+
 def test_a_result_that_cannot_be_cached_undoes_the_add(plugins, example, netns, tmp_path):
     (tmp_path / "cache").write_text("a file where the cache directory should be")
     runtime = Runtime(cni_path=str(plugins.bin), cache_dir=str(tmp_path / "cache"))
