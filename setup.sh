@@ -15,7 +15,7 @@ LAB_PACKAGES=(iproute2 iputils-ping tcpdump util-linux mount graphviz python3 py
               nftables iptables ipset conntrack ipvsadm
               # the pods pages: CNI's reference plugins (in /usr/lib/cni), a pause
               # process, and what the bash CNI plugin runs
-              containernetworking-plugins catatonit jq socat)
+              containernetworking-plugins catatonit jq socat curl)
 # The vm lab boots the distro's own kernel (for link kinds the running kernel may lack).
 . /etc/os-release
 case "${ID:-debian}" in
