@@ -37,6 +37,15 @@ class Interrupted(BaseException):
     """SIGINT, SIGTERM or SIGHUP; a BaseException so that no `except Exception` swallows it."""
 
 
+def _slowdown() -> float:
+    try:
+        return max(1.0, float(os.environ.get("DEEPDIVE_SLOWDOWN") or 1))
+    except ValueError:
+        return 1.0
+
+
+SLOWDOWN = _slowdown()
+
 def run_page(page: Page) -> dict[str, Any]:
     recorded: list[tuple[str, Result]] = []
     steps_out: list[dict[str, Any]] = []
@@ -101,17 +110,17 @@ def run_step(page: Page, step: Step) -> list[Result]:
                 continue
             bg = execute.Background(c.argv)
             running.append((i, bg, c))
-            if c.ready and not bg.wait_ready(c.ready, c.timeout):
+            if c.ready and not bg.wait_ready(c.ready, limit(c)):
                 _never_printed(page, step, c, c.ready, bg.stop(timeout=1))
         # Stopped before it printed `until`, a capture would lose the frames still in
         # its buffers: the step's end waits for that text first.
         for _i, bg, c in running:
-            if c.until and not bg.wait_ready(c.until, c.timeout):
+            if c.until and not bg.wait_ready(c.until, limit(c)):
                 _never_printed(page, step, c, c.until, bg.stop(timeout=1))
         # A capture ends within milliseconds of SIGINT, but on a loaded machine it once took
         # over 2 s: at a step's normal end each gets its command's own time limit.
         for i, bg, c in running:
-            results[i] = bg.stop(timeout=c.timeout)
+            results[i] = bg.stop(timeout=limit(c))
     finally:
         for i, bg, _c in running:
             results.setdefault(i, bg.stop(timeout=2))
@@ -120,10 +129,17 @@ def run_step(page: Page, step: Step) -> list[Result]:
     return [results[i] for i in range(len(step.commands))]
 
 
+def limit(c: Cmd) -> float:
+    """A command's time limit here: its own, times $DEEPDIVE_SLOWDOWN where the machine
+    is known to be slower (the vm lab sets it under software emulation, where every
+    program starts tens of times slower than on the host)."""
+    return c.timeout * SLOWDOWN
+
+
 def _never_printed(page: Page, step: Step, c: Cmd, text: str, res: Result) -> NoReturn:
     detail = (res.stderr or res.stdout).strip().splitlines()
     raise StepFailed(f"page {page.name}, step {step.id}: `{c.text}` never printed {text!r} "
-                     f"within {c.timeout:g} s" + (f": {detail[-1]}" if detail else "") + f" ({c.where})")
+                     f"within {limit(c):g} s" + (f": {detail[-1]}" if detail else "") + f" ({c.where})")
 
 
 def _expect(page: Page, step: Step, c: Cmd, res: Result) -> None:
@@ -135,9 +151,9 @@ def _expect(page: Page, step: Step, c: Cmd, res: Result) -> None:
 
 def _execute(page: Page, step: Step | None, c: Cmd) -> Result:
     where = f"page {page.name}, step {step.id}" if step else f"page {page.name}, check probe"
-    deadline = time.monotonic() + c.timeout
+    deadline = time.monotonic() + limit(c)
     try:
-        res = execute.run(c.argv, c.timeout, stdin=c.stdin, heredoc=c.heredoc)
+        res = execute.run(c.argv, limit(c), stdin=c.stdin, heredoc=c.heredoc)
         # A state the kernel reaches a moment after it was asked for (a link's carrier,
         # acted on by its link watcher in the background) is shown once it is reached.
         while c.until and c.until not in res.stdout and time.monotonic() < deadline:

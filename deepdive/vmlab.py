@@ -39,6 +39,9 @@ from deepdive.model import DeepDiveError, Page
 KVM_PROBE_TIMEOUT = 20.0   # a KVM boot takes a second or two; a hung one never ends
 BOOT_TIMEOUT = {"kvm": 60.0, "tcg": 180.0}  # $DEEPDIVE_VM_BOOT_TIMEOUT overrides both
 PAGE_TIMEOUT = {"kvm": 60.0, "tcg": 180.0}
+# Under TCG a program starts tens of times slower (one CNI plugin call: 0.1 s on the
+# host, 2-16 s here): each command's own time limit is multiplied by this in the guest.
+TCG_SLOWDOWN = 8
 GUEST_READY = "guest: up"
 
 
@@ -148,6 +151,7 @@ def run_pages(pages: list[Page], progress: Callable[[str], None]) -> list[Outcom
     with tempfile.TemporaryDirectory(prefix=f"{runs.VM_DIR_PREFIX}{run_id}.") as out:
         argv = [*vng(), "-r", str(kernel), "--rwdir", out, "--cpus", "2", "--memory", "1G",
                 *(["--disable-kvm"] if mode == "tcg" else []), "--",
+                *(["env", f"DEEPDIVE_SLOWDOWN={TCG_SLOWDOWN:g}"] if mode == "tcg" else []),
                 sys.executable, "-m", "deepdive.vmguest", out, *[p.name for p in pages]]
         started = time.monotonic()
         proc = _start(argv, run_id, tmp=out, stdout=subprocess.DEVNULL)
