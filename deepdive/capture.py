@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from deepdive.masking import compile_masks, masked
-from deepdive.model import NAME_RE, DeepDiveError
+from deepdive.model import NAME_RE, PAGE_NAME_RE, DeepDiveError
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -93,7 +93,7 @@ def shape_problem(capture: Any) -> str:
     problem = _mismatch(capture, SHAPE, "")
     if problem:
         return problem
-    if not NAME_RE.fullmatch(capture["page"]):
+    if not PAGE_NAME_RE.fullmatch(capture["page"]):
         return f"page {capture['page']!r} is not a page name"
     for i, s in enumerate(capture["steps"]):
         if not NAME_RE.fullmatch(s["id"]):  # ids become file names and HTML ids

@@ -35,7 +35,7 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 from deepdive import capture as _capture  # noqa: E402
-from deepdive.model import NAME_RE, DeepDiveError  # noqa: E402
+from deepdive.model import PAGE_NAME_RE, DeepDiveError  # noqa: E402
 
 MACROS = ("step", "diagram", "checks", "captured")
 _INDENTED_CALL = re.compile(r"^([ \t]+)\{\{-?\s*(%s)\s*\(" % "|".join(MACROS), re.MULTILINE)
@@ -202,7 +202,7 @@ def define_env(env) -> None:
     captures = docs_dir / "captures"
 
     def load(page: str) -> dict[str, Any]:
-        if not isinstance(page, str) or not NAME_RE.match(page):
+        if not isinstance(page, str) or not PAGE_NAME_RE.fullmatch(page):
             raise DeepDiveError(f"{env.page.file.src_path}: {page!r} is not a page name")
         _refuse_indented_calls(env)
         return _capture.load(page, captures)

@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     from deepdive.checks import CheckContext
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,14}$")
+# Page names name files and run ids, never a namespace or an interface: they may be longer
+# ("kube-proxy-iptables").
+PAGE_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
 DEFAULT_TIMEOUT = 10.0
 SHELL_OPERATORS = "();<>|&"
 
@@ -286,8 +289,8 @@ class Page:
     def __post_init__(self) -> None:
         self.where = self.where or _caller_location()
         self.masks = _checked_masks(self.where, self.masks)
-        if not NAME_RE.fullmatch(self.name):
-            raise SnippetError(f"{self.where}: page name {self.name!r} must match {NAME_RE.pattern}")
+        if not PAGE_NAME_RE.fullmatch(self.name):
+            raise SnippetError(f"{self.where}: page name {self.name!r} must match {PAGE_NAME_RE.pattern}")
         if not self.title.strip():
             raise SnippetError(f"{self.where}: page {self.name!r} needs a title")
         for node in self.nodes:

@@ -448,10 +448,14 @@ def test_page_without_checks_does_not_validate():
 
 # --- page and node names -------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["Veth", "1veth", "veth_pair", "a" * 16, "", "vé"])
+@pytest.mark.parametrize("name", ["Veth", "1veth", "veth_pair", "a" * 33, "", "vé"])
 def test_bad_page_names_are_refused(name):
     with pytest.raises(SnippetError, match="page name"):
         Page(name=name, title="Title")
+
+
+def test_a_page_name_may_be_longer_than_a_node_name():
+    assert Page(name="kube-proxy-iptables", title="Title").name == "kube-proxy-iptables"
 
 
 def test_blank_title_is_refused():
