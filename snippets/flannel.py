@@ -75,7 +75,7 @@ page = Page(
 
 def subnet_env(n: int) -> str:
     """subnet.env as flanneld writes it (pkg/subnet.WriteSubnetFile): the cluster network,
-    the node's subnet as its first address, the pods' MTU, and --ip-masq as a boolean."""
+    the node's subnet as its first usable address, the pods' MTU, and --ip-masq as a boolean."""
     return (f"FLANNEL_NETWORK={NETWORK}\nFLANNEL_SUBNET=10.244.{n}.1/24\n"
             f"FLANNEL_MTU={MTU}\nFLANNEL_IPMASQ=true\n")
 
@@ -189,7 +189,9 @@ def cni_add(n: int) -> str:
     return f"ip netns exec node{n} deepdive-cni add cbr0 /run/netns/pod-{n}a"
 
 
-page.step("cni-config", "The bridge configuration flannel's CNI plugin would delegate, on node1", *cni_config(1))
+page.step("cni-config", "The bridge configuration flannel's CNI plugin would delegate, on node1", *cni_config(1),
+          # Off, as on a freshly booted machine, so that the step after ADD shows who turns it on.
+          "ip netns exec node1 sysctl -w net.ipv4.ip_forward=0")
 page.step("cni-config-rest", "The same on node2 and node3, each with its own subnet", *cni_config(2), *cni_config(3))
 page.step("pod", "kubelet's part: a pod on node1, through CNI ADD", cni_add(1))
 page.step("pods", "A pod on node2 and one on node3", cni_add(2), cni_add(3), snapshot=True)
@@ -339,7 +341,7 @@ def _(lab):
 
 
 @page.check("subnets", "Each node's `FLANNEL_SUBNET` is a /24 of its own inside `FLANNEL_NETWORK`, "
-                       "written as the subnet's first address (10.244.N.1/24), and `FLANNEL_MTU` is "
+                       "written as the subnet's first usable address (10.244.N.1/24), and `FLANNEL_MTU` is "
                        "flannel.1's MTU")
 def _(lab):
     envs = {n: env_of(lab, n) for n in NODES}
@@ -429,6 +431,7 @@ def _(lab):
 def _(lab):
     ports = lab.output("bridge -n node1 -details link show", step="pod-view")
     return (re.search(rf"{host_end(lab, 1)['name']}@eth0: .* master cni0 .*\n\s+hairpin on ", ports) is not None
+            and lab.output("sysctl -w net.ipv4.ip_forward=0", step="cni-config").strip() == "net.ipv4.ip_forward = 0"
             and lab.output("sysctl net.ipv4.ip_forward", step="pod-view").strip() == "net.ipv4.ip_forward = 1")
 
 

@@ -5,6 +5,7 @@ The lab plays the container runtime's part (containerd's CRI plugin): it creates
 sandbox's namespaces, starts catatonit as the pause process, and runs the CNI plugins
 through deepdive-cni, the way containerd runs them through libcni.
 """
+import hashlib
 import json
 import socket
 
@@ -62,7 +63,13 @@ BROKEN_CONFIG = {
     ],
 }
 TYPO = "/etc/cni/net.d/30-typo-net.conflist"
-TYPO_CONFIG = {"cniVersion": "1.0.0", "name": "typo-net", "plugins": [{"type": "bridg", "bridge": "cni2"}]}
+# The typo is in the second plugin: a runtime that ran plugins before looking them all
+# up would have created cni2.
+TYPO_CONFIG = {"cniVersion": "1.0.0", "name": "typo-net", "plugins": [
+    {"type": "bridge", "bridge": "cni2",
+     "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.98.0.0/24"}]]}},
+    {"type": "portmapp"},
+]}
 HOST_PORT = {"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]}
 
 
@@ -84,6 +91,13 @@ def sandbox(pod: str) -> list:
 def in_pod(pod: str, command: str) -> str:
     """A container of the pod: it joins the pause process's network, IPC and UTS namespaces."""
     return f"nsenter --net=/run/netns/{pod} --ipc=/run/pods/{pod}/ipc --uts=/run/pods/{pod}/uts {command}"
+
+
+def portmap_chain(pod: str) -> str:
+    """portmap's DNAT chain for the pod: "CNI-DN-" and the SHA-512 of network name and
+    container ID, cut to iptables' 28 characters (plugins/pkg/utils FormatChainName)."""
+    digest = hashlib.sha512((NET + container_id_for(f"/run/netns/{pod}")).encode()).hexdigest()
+    return f"CNI-DN-{digest}"[:28]
 
 
 def cache_file(pod: str) -> str:
@@ -110,6 +124,8 @@ page.step(
     "config", "The node's network configuration",
     write_file(CONFLIST, json.dumps(CONFIG, indent=2)),
     "ip link show",
+    # Off, as on a freshly booted machine, so that what turns it on shows.
+    "sysctl -w net.ipv4.ip_forward=0",
 )
 page.step(
     "add", "CNI ADD for eth0: bridge, host-local, portmap",
@@ -156,6 +172,7 @@ page.step(
 page.step(
     "hostport", "hostPort: portmap's DNAT",
     "iptables -t nat -S CNI-HOSTPORT-DNAT",
+    f"iptables -t nat -S {portmap_chain('pod-a')}",
     "iptables -t nat -S PREROUTING",
     "iptables -t nat -S OUTPUT",
     # A client outside the node reaches the pod through the node's address.
@@ -267,6 +284,7 @@ def _(lab):
 @page.check("node", "The bridge plugin set hairpin mode on the pod's port and turned on IP forwarding")
 def _(lab):
     return ("hairpin on" in lab.output("bridge -d link show", step="node")
+            and lab.output("sysctl -w net.ipv4.ip_forward=0", step="config").strip() == "net.ipv4.ip_forward = 0"
             and lab.output("sysctl net.ipv4.ip_forward", step="node").strip() == "net.ipv4.ip_forward = 1")
 
 
@@ -309,6 +327,7 @@ def _(lab):
 def _(lab):
     ct = lab.output("conntrack -L", step="hostport")
     return ("--dports 8080 -j CNI-DN-" in lab.output("CNI-HOSTPORT-DNAT", step="hostport")
+            and "-j DNAT --to-destination 10.88.0.2:80" in lab.output(portmap_chain("pod-a"), step="hostport")
             and "--dst-type LOCAL -j CNI-HOSTPORT-DNAT" in lab.output("-S PREROUTING", step="hostport")
             and lab.output("socat -u TCP:192.168.1.1:8080 -", step="hostport").strip() == "pod-a"
             and "src=192.168.1.2 dst=192.168.1.1" in ct and "src=10.88.0.2 dst=192.168.1.2 sport=80" in ct)
@@ -348,5 +367,5 @@ def _(lab):
             and failed.count("\n") == 1 and "eth1" not in lab.output("ip -br link", step="failure")
             and lab.output("ip link show master cni1", step="failure").strip() == ""
             and "10.99.0.2" not in lab.output("find /var/lib/cni/networks/broken-net", step="failure")
-            and "'bridg' is not in CNI_PATH" in typo and typo.count("\n") == 1
+            and "'portmapp' is not in CNI_PATH" in typo and typo.count("\n") == 1
             and not any(link["name"] == "cni2" for link in lab.snapshot["nodes"][0]["links"]))
