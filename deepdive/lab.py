@@ -39,7 +39,8 @@ PACKAGES = {"ip": "iproute2", "bridge": "iproute2", "tc": "iproute2", "unshare":
             "nft": "nftables", "iptables": "iptables", "ipset": "ipset",
             "conntrack": "conntrack", "bpftool": "bpftool", "clang": "clang",
             "catatonit": "catatonit", "python3": "python3", "jq": "jq", "nsenter": "util-linux",
-            "setsid": "util-linux", "flock": "util-linux"}
+            "setsid": "util-linux", "flock": "util-linux", "stat": "coreutils", "grep": "grep",
+            "nstat": "iproute2", "llvm-objdump": "llvm"}
 # A page names the CNI plugins it runs by path (Needs(tools=...) takes absolute paths):
 # Debian's reference plugins.
 PACKAGES.update({f"/usr/lib/cni/{p}": "containernetworking-plugins"
