@@ -15,12 +15,16 @@ LAB_PACKAGES=(iproute2 iputils-ping tcpdump util-linux mount graphviz python3 py
               nftables iptables ipset conntrack ipvsadm
               # the pods pages: CNI's reference plugins (in /usr/lib/cni), a pause
               # process, and what the bash CNI plugin runs
-              containernetworking-plugins catatonit jq socat curl)
-# The vm lab boots the distro's own kernel (for link kinds the running kernel may lack).
+              containernetworking-plugins catatonit jq socat curl
+              # the ebpf page: a C program built for BPF (libbpf's headers), loaded with
+              # tc, looked at with llvm-objdump and bpftool (below)
+              clang llvm libbpf-dev)
+# The vm lab boots the distro's own kernel (for link kinds the running kernel may lack);
+# Ubuntu ships bpftool with its kernel tools, Debian as a package of its own.
 . /etc/os-release
 case "${ID:-debian}" in
-  ubuntu) LAB_PACKAGES+=(linux-image-generic) ;;
-  *) LAB_PACKAGES+=(linux-image-amd64) ;;
+  ubuntu) LAB_PACKAGES+=(linux-image-generic linux-tools-common linux-tools-generic) ;;
+  *) LAB_PACKAGES+=(linux-image-amd64 bpftool) ;;
 esac
 
 if [[ "${1:-}" == "--lab" ]]; then
