@@ -335,6 +335,8 @@ page.step(
     curl("", NODEPORT_URL, status=True),
     curl("pod-1", f"http://{svc.GATEWAY}:{svc.NODE_PORT}/", rc=7, status=True),
     curl("", f"http://127.0.0.1:{svc.NODE_PORT}/", rc=7, status=True),
+    "sysctl net.ipv4.conf.all.route_localnet",
+    cmd(f"ip route get {svc.POD_IPS['pod-1']} from 127.0.0.1", rc=2),
 )
 page.step(
     "firewall", "A firewall of the node's own, in nftables",
@@ -551,6 +553,14 @@ def _(lab):
             and answered(lab, "", NODEPORT_URL, "primary")
             and lab.result(f"{svc.GATEWAY}:{svc.NODE_PORT}", step="primary").rc == 7
             and lab.result(f"127.0.0.1:{svc.NODE_PORT}", step="primary").rc == 7)
+
+
+@page.check("primary", "route_localnet is off, and the kernel has no route from 127.0.0.1 to a pod: a DNATed "
+                       "packet from 127.0.0.1 could not leave")
+def _(lab):
+    refused = lab.result("from 127.0.0.1", step="primary")
+    return (lab.output("route_localnet", step="primary").strip() == "net.ipv4.conf.all.route_localnet = 0"
+            and refused.rc == 2 and "Invalid argument" in refused.stderr)
 
 
 @page.check("firewall", "Behind the firewall's forward policy of drop, the NodePort request from outside "
