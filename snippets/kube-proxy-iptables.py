@@ -174,6 +174,7 @@ page.step(
     "iptables -t nat -Z",
     cmd(svc.hits("", SERVICE_URL, NODE_REQUESTS), timeout=60),
     counters(SVC_CHAIN),
+    counters("KUBE-POSTROUTING"),
 )
 page.step(
     "pod", "Requests from a pod",
@@ -181,6 +182,7 @@ page.step(
     cmd(svc.hits("pod-2", SERVICE_URL, REQUESTS), timeout=30),
     counters(SVC_CHAIN),
     counters(SEP_CHAINS["pod-2"]),
+    counters("KUBE-POSTROUTING"),
 )
 page.step(
     "nodeport", "From outside the node, through the NodePort",
@@ -210,6 +212,16 @@ def answers(lab, where: str, url: str, n: int, step: str) -> dict[str, int]:
 def packets(listing: str) -> list[int]:
     """Packet counters of the rules of an `iptables -L -v -x --line-numbers` listing, in order."""
     return [int(m[2]) for m in re.finditer(r"(?m)^(\d+)\s+(\d+)\s+\d+\s", listing)]
+
+
+def shares(probabilities: list[float]) -> list[float]:
+    """Each endpoint's share of the connections when the rules match with these
+    probabilities in turn and a last rule takes the rest: [p1, (1 - p1) p2, ...]."""
+    out, left = [], 1.0
+    for p in probabilities:
+        out.append(left * p)
+        left *= 1 - p
+    return [*out, left]
 
 
 def kernel_probabilities(lab) -> list[float]:
@@ -247,12 +259,14 @@ def _(lab):
                       SVC_CHAIN, EXT_CHAIN, *SEP_CHAINS.values()}
 
 
-@page.check("rules", "PREROUTING and OUTPUT jump to KUBE-SERVICES; POSTROUTING jumps nowhere yet")
+@page.check("rules", "PREROUTING and OUTPUT jump to KUBE-SERVICES, and the restore left these jumps in "
+                     "place; POSTROUTING jumps nowhere yet; the filter table is empty and accepts all")
 def _(lab):
     save = lab.output("iptables-save -t nat", step="rules")
     portals = '-m comment --comment "kubernetes service portals" -j KUBE-SERVICES'
     return (f"-A PREROUTING {portals}" in save and f"-A OUTPUT {portals}" in save
-            and "-A POSTROUTING" not in save)
+            and "-A POSTROUTING" not in save
+            and lab.run("iptables -S").stdout == "-P INPUT ACCEPT\n-P FORWARD ACCEPT\n-P OUTPUT ACCEPT\n")
 
 
 @page.check("rules", "The kernel reads kube-proxy's 0.3333333333 back as 0.33333333349 and 0.5000000000 "
@@ -294,12 +308,16 @@ def _(lab):
 
 
 @page.check("hairpin", "pod-1 received a SYN from its own address, 10.244.1.2, to 10.244.1.2:80, and its "
-                       "kernel refuses a packet from one of its own addresses arriving on eth0")
+                       "kernel, with accept_local off, refuses a packet from one of its own addresses "
+                       "arriving on eth0")
 def _(lab):
     syn = lab.output("tcpdump", step="hairpin")
     refused = lab.result("route get", step="hairpin")
+    accept_local = [lab.run(f"ip netns exec pod-1 sysctl -n net.ipv4.conf.{dev}.accept_local").stdout
+                    for dev in ("all", "eth0")]
     return (re.fullmatch(r"IP 10\.244\.1\.2\.\d+ > 10\.244\.1\.2\.80: Flags \[S\], .*\n", syn) is not None
-            and refused.rc == 2 and refused.stderr == "RTNETLINK answers: Invalid argument\n")
+            and refused.rc == 2 and refused.stderr == "RTNETLINK answers: Invalid argument\n"
+            and accept_local == ["0\n", "0\n"])
 
 
 @page.check("masquerade", "With the jump, every request from pod-1 was answered, by pod-1 too; pod-1 saw "
@@ -312,12 +330,12 @@ def _(lab):
             and lab.output("route get", step="masquerade").startswith("local 10.244.1.2 from 10.244.1.1 "))
 
 
-@page.check("share", "With the kernel's probabilities, each endpoint's share is 1/3 to within 1e-9: "
-                     "p1, (1 - p1) p2 and (1 - p1)(1 - p2)")
+@page.check("share", "With the kernel's probabilities, each endpoint's share is 1/3 to within 2e-10: "
+                     "p1, (1 - p1) p2 and (1 - p1)(1 - p2); with 1/3 on both rules it would be 1/3, 2/9, 4/9")
 def _(lab):
-    p1, p2 = kernel_probabilities(lab)
-    shares = (p1, (1 - p1) * p2, (1 - p1) * (1 - p2))
-    return all(abs(s - 1 / 3) < 1e-9 for s in shares)
+    equal = shares([1 / 3, 1 / 3])
+    return (all(abs(s - 1 / 3) < 2e-10 for s in shares(kernel_probabilities(lab)))
+            and all(abs(a - b) < 1e-12 for a, b in zip(equal, (1 / 3, 2 / 9, 4 / 9))))
 
 
 @page.check("share", "0.33333333349 is kube-proxy's 0.3333333333 rounded to a whole number of 2^-31: the "
@@ -341,32 +359,39 @@ def _(lab):
 
 
 @page.check("node", "KUBE-SVC's counters match: rules 2 to 4 counted the connections each pod answered, and "
-                    "rule 1 marked all of them, since 192.168.1.1 is outside 10.244.0.0/16")
+                    "rule 1 marked all of them, since 192.168.1.1 is outside 10.244.0.0/16; "
+                    "KUBE-POSTROUTING masqueraded all of them")
 def _(lab):
     got = answers(lab, "", SERVICE_URL, NODE_REQUESTS, "node")
     counted = packets(lab.output(counters(SVC_CHAIN), step="node"))
-    return counted == [NODE_REQUESTS, *(got[p] for p in ENDPOINTS)]
+    masqueraded = packets(lab.output(counters("KUBE-POSTROUTING"), step="node"))
+    return (counted == [NODE_REQUESTS, *(got[p] for p in ENDPOINTS)]
+            and masqueraded == [0, NODE_REQUESTS, NODE_REQUESTS])
 
 
 @page.check("pod", "From pod-2 every request was answered; rule 1 marked none (pod-2 is inside the cluster "
-                   "CIDR), and pod-2's KUBE-SEP marked exactly the connections that came back to pod-2")
+                   "CIDR); pod-2's KUBE-SEP marked exactly the connections that came back to pod-2, and "
+                   "those alone were masqueraded")
 def _(lab):
     got = answers(lab, "pod-2", SERVICE_URL, REQUESTS, "pod")
     svc_counted = packets(lab.output(counters(SVC_CHAIN), step="pod"))
     sep_counted = packets(lab.output(counters(SEP_CHAINS["pod-2"]), step="pod"))
+    masqueraded = packets(lab.output(counters("KUBE-POSTROUTING"), step="pod"))
     return (set(got) == set(svc.PODS) and sum(got.values()) == REQUESTS
             and svc_counted == [0, *(got[p] for p in ENDPOINTS)]
-            and sep_counted == [got["pod-2"], got["pod-2"]])
+            and sep_counted == [got["pod-2"], got["pod-2"]]
+            and masqueraded == [REQUESTS - got["pod-2"], got["pod-2"], got["pod-2"]])
 
 
 @page.check("nodeport", "One conntrack entry holds both rewrites: the laptop's 192.168.1.2 to 192.168.1.1:30080 "
-                        "out, and the reply from the pod that answered, port 80, to cni0's 10.244.1.1")
+                        "out, and the reply from the pod that answered, port 80, to cni0's 10.244.1.1 at "
+                        "another port than the laptop's")
 def _(lab):
     pod = lab.output(f"curl -s {NODE_PORT_URL}", step="nodeport").strip()
     ct = lab.output("conntrack -L", step="nodeport")
-    return (pod in svc.PODS and ct.count("\n") == 1
-            and re.search(rf"src={svc.CLIENT_IP} dst={svc.NODE_IP} sport=\d+ dport={svc.NODE_PORT} "
-                          rf"src={svc.POD_IPS[pod]} dst={svc.GATEWAY} sport=80 dport=\d+ ", ct) is not None)
+    m = re.search(rf"src={svc.CLIENT_IP} dst={svc.NODE_IP} sport=(\d+) dport={svc.NODE_PORT} "
+                  rf"src={svc.POD_IPS.get(pod)} dst={svc.GATEWAY} sport=80 dport=(\d+) ", ct)
+    return pod in svc.PODS and ct.count("\n") == 1 and m is not None and m[1] != m[2]
 
 
 @page.check("nodeport", "Every request from the laptop to the NodePort was answered by a pod")
