@@ -443,6 +443,17 @@ def _(lab):
                     f"\t\tmeta l4proto tcp dnat to {ip}:80\n" in listing for p, ip in svc.POD_IPS.items()))
 
 
+@page.check("service", "The NodePort's chain marks every packet, then continues in the Service's chain; "
+                       "mark-for-masquerade sets bit 14, masquerading returns for unmarked packets, clears "
+                       "the bit and masquerades the rest with random ports")
+def _(lab):
+    listing = listed(lab, "service")
+    return (f"chain {EXT_CHAIN} {{\n\t\tjump mark-for-masquerade\n\t\tgoto {SVC_CHAIN}\n\t}}" in listing
+            and "chain mark-for-masquerade {\n\t\tmeta mark set meta mark | 0x00004000\n\t}" in listing
+            and "chain masquerading {\n\t\tmeta mark & 0x00004000 == 0x00000000 return\n"
+                "\t\tmeta mark set meta mark ^ 0x00004000\n\t\tmasquerade fully-random\n\t}" in listing)
+
+
 def _even_and_tracked(lab, step: str, *filters: str) -> bool:
     answered = svc.counts(lab.output(svc.HITS, step=step))
     return svc.even_within(answered, N) and replies_by_pod(lab, *filters) == answered
@@ -569,11 +580,12 @@ def _(lab):
     return lab.result(run_as("laptop", NODEPORT_URL, True), step="firewall").rc == 28
 
 
-@page.check("kubeforward", "iptables mode's accept for marked packets does not get them past the nftables "
-                           "firewall: the request still times out")
+@page.check("kubeforward", "iptables mode's accept for marked packets, written by iptables into an nftables "
+                           "table (ip filter), does not get them past the firewall: the request still times out")
 def _(lab):
     return (lab.result(run_as("laptop", NODEPORT_URL, True), step="kubeforward").rc == 28
-            and "-j ACCEPT" in lab.run("iptables -S KUBE-FORWARD").stdout)
+            and "-j ACCEPT" in lab.run("iptables -S KUBE-FORWARD").stdout
+            and "table ip filter" in lab.run("nft list tables").stdout)
 
 
 @page.check("allow", "An accept in the firewall's own chain, for connections whose original destination port "
@@ -591,7 +603,9 @@ def _(lab):
     return ("fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @service-nodeports" in chain
             and answered(lab, "pod-1", f"http://{svc.GATEWAY}:{svc.NODE_PORT}/", "alladdrs")
             and lab.result(f"127.0.0.1:{svc.NODE_PORT}", step="alladdrs").rc == 7
-            and "nodeport-ips" not in lab.run("nft list sets ip").stdout)
+            and "nodeport-ips" not in lab.run("nft list sets ip").stdout
+            and "ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @no-endpoint-nodeports"
+                in lab.run("nft list chain ip kube-proxy nodeport-endpoints-check").stdout)
 
 
 @page.check("ctbug", "The kernel's strict TCP tracking is on (nf_conntrack_tcp_be_liberal = 0) and kube-proxy's "
