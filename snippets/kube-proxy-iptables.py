@@ -107,6 +107,8 @@ page = Page(
         # (conntrack's reply tuple, tcpdump's source).
         (r"(?<=dst=10\.244\.1\.1 sport=80 dport=)\d+", "<port>"),
         (r"(?<=\b10\.244\.1\.1\.)\d+(?= > )", "<port>"),
+        # ip route get names the caller's uid: 0 as root, 65534 in a rootless lab.
+        (r"\buid \d+\b", "uid <uid>"),
     ],
 )
 

@@ -83,6 +83,8 @@ def masks():
     ("IP 10.244.1.1.2597 > 10.244.1.2.80: Flags [S]", "IP 10.244.1.1.<port> > 10.244.1.2.80: Flags [S]"),
     ("pod-3\n", "pod-<n>\n"),
     ("    101 pod-2", "<n> pod-2"),
+    ("10.96.0.10 via 192.168.1.254 dev eth1 src 192.168.1.1 uid 65534",
+     "10.96.0.10 via 192.168.1.254 dev eth1 src 192.168.1.1 uid <uid>"),
 ])
 def test_random_values_are_masked(masks, text, shown):
     assert mask_text(text, extra=masks) == shown
@@ -90,7 +92,7 @@ def test_random_values_are_masked(masks, text, shown):
 
 @pytest.mark.parametrize("text", [
     "-A KUBE-SEP-PBQ62IOVWGYEN623 -s 10.244.1.2/32 -m comment --comment \"default/web:http\" -j KUBE-MARK-MASQ",
-    "10.96.0.10 via 192.168.1.254 dev eth1 src 192.168.1.1 uid 0",
+    "-A KUBE-POSTROUTING -j MARK --set-xmark 0x4000/0x0",
     "tcp      6 119 TIME_WAIT src=192.168.1.2 dst=192.168.1.1 sport=42606 dport=30080",
     "local 10.244.1.2 from 10.244.1.1 dev lo",
     "node-process",
