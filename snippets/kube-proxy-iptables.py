@@ -101,6 +101,7 @@ page = Page(
     masks=[
         *svc.MASKS,
         # One request's answer and the pod in its conntrack entry are picked at random.
+        # (The first also hides the pages the pods serve, which a check reads unmasked.)
         (r"(?m)^pod-\d$", "pod-<n>"),
         (r"\bsrc=10\.244\.1\.\d+(?= dst=10\.244\.1\.1 sport=80 )", "src=<pod>"),
         # MASQUERADE --random-fully picks the source port at random, anywhere in 1024-65535
@@ -114,7 +115,8 @@ page = Page(
 
 # In pod-1: the first TCP SYN for its port 80 that comes from `src`.
 SYN_CAPTURE = ("ip netns exec pod-1 tcpdump -i eth0 -n -t -l --immediate-mode -c 1"
-               " 'tcp[tcpflags] == tcp-syn and src host {src} and dst host 10.244.1.2 and dst port 80'")
+               " 'tcp[tcpflags] == tcp-syn and src host {src} and dst host "
+               + svc.POD_IPS["pod-1"] + " and dst port 80'")
 SERVICE_URL = f"http://{svc.CLUSTER_IP}/"
 NODE_PORT_URL = f"http://{svc.NODE_IP}:{svc.NODE_PORT}/"
 NODE_REQUESTS = 300  # the distribution's sample: 100 expected per pod, sd 8.2
@@ -130,8 +132,9 @@ page.step(
     "pods", "The pods and a client: what kubelet and the runtime would make",
     *svc.pods(),
     *svc.client(),
-    # Any node has a default route, which covers the ClusterIP; the router it names
-    # never sees a packet for it.
+    # Without a route that covers the ClusterIP, the node cannot even start a connection.
+    # Any node has a default route; the router it names never sees a packet for it.
+    cmd(f"ip route get {svc.CLUSTER_IP}", rc=2),
     f"ip route add default via {ROUTER}",
     snapshot=True,
 )
@@ -177,6 +180,7 @@ page.step(
     cmd(svc.hits("", SERVICE_URL, NODE_REQUESTS), timeout=60),
     counters(SVC_CHAIN),
     counters("KUBE-POSTROUTING"),
+    f"ip neigh show {ROUTER}",
 )
 page.step(
     "pod", "Requests from a pod",
@@ -348,10 +352,18 @@ def _(lab):
     return [f"{p:.11f}" for p in stored] == [f"{p1:.11f}", f"{p2:.11f}"] == ["0.33333333349", "0.50000000000"]
 
 
-@page.check("node", "The node reaches 10.96.0.10 through its default route, from 192.168.1.1")
+@page.check("pods", "Before its default route, the node has no route to 10.96.0.10 at all")
 def _(lab):
-    return lab.output(f"ip route get {svc.CLUSTER_IP}", step="node").startswith(
+    res = lab.result(f"ip route get {svc.CLUSTER_IP}", step="pods")
+    return res.rc == 2 and res.stderr == "RTNETLINK answers: Network is unreachable\n"
+
+
+@page.check("node", "The node reaches 10.96.0.10 through its default route, from 192.168.1.1; yet it never "
+                    "looked for the router's MAC address, since no packet took that route")
+def _(lab):
+    return (lab.output(f"ip route get {svc.CLUSTER_IP}", step="node").startswith(
         f"{svc.CLUSTER_IP} via {ROUTER} dev eth1 src {svc.NODE_IP} ")
+        and lab.output(f"ip neigh show {ROUTER}", step="node") == "")
 
 
 @page.check("node", f"All {NODE_REQUESTS} requests from the node were answered, each pod's count within "
