@@ -173,7 +173,13 @@ def _nobody_can_run_the_project() -> str:
     return ""
 
 
-@pytest.mark.parametrize("name", [n for n in PAGES if n not in VM_PAGES])
+# What a user namespace can never grant: a tc BPF program needs CAP_BPF and CAP_NET_ADMIN
+# in the machine's own user namespace.
+ROOT_ONLY = {"bpf"}
+NEED_ROOT = [n for n in PAGES if ROOT_ONLY & set(registry.load(n).needs.features)]
+
+
+@pytest.mark.parametrize("name", [n for n in PAGES if n not in VM_PAGES and n not in NEED_ROOT])
 def test_a_normal_user_runs_the_page_in_user_namespaces(name):
     """Rootless: as user nobody, the same page gives the same output as root."""
     reason = _nobody_can_run_the_project()
@@ -190,4 +196,23 @@ def test_a_normal_user_runs_the_page_in_user_namespaces(name):
     assert all(c["passed"] for c in rootless["checks"])
     problems = drift(capture.load(name), rootless)
     assert problems == [], "\n".join(problems)
+    assert caller_state() == before
+
+
+@pytest.mark.parametrize("name", NEED_ROOT)
+def test_a_normal_user_is_refused_a_page_that_needs_root_in_one_line(name):
+    """Rootless, the host lab refuses before building anything, and says why and what to do."""
+    reason = _nobody_can_run_the_project()
+    if reason:
+        pytest.skip(reason)
+    code = ("import sys; from deepdive import cli, lab, registry\n"
+            f"try: cli.choose([registry.load({name!r})], 'host')\n"
+            "except lab.MissingFeature as exc: sys.exit(str(exc))")
+    before = caller_state()
+    res = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                          sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         env=dict(os.environ, HOME="/tmp"))
+    assert res.returncode == 1 and res.stderr.count("\n") == 1, res.stderr
+    assert res.stderr.startswith(f"page {name} needs BPF programs for tc and XDP (bpf), which this kernel")
+    assert "refuses to unprivileged users; run it as root, or in the vm lab" in res.stderr
     assert caller_state() == before
