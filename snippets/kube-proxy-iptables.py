@@ -352,6 +352,12 @@ def _(lab):
     return [f"{p:.11f}" for p in stored] == [f"{p1:.11f}", f"{p2:.11f}"] == ["0.33333333349", "0.50000000000"]
 
 
+@page.check("pods", "No interface of the node or of a pod holds the ClusterIP 10.96.0.10")
+def _(lab):
+    return all(not any(a.startswith(f"{svc.CLUSTER_IP}/") for a in link["addresses"])
+               for node in lab.snapshot["nodes"] for link in node["links"])
+
+
 @page.check("pods", "Before its default route, the node has no route to 10.96.0.10 at all")
 def _(lab):
     res = lab.result(f"ip route get {svc.CLUSTER_IP}", step="pods")
