@@ -454,13 +454,25 @@ def _(lab):
                 "\t\tmeta mark set meta mark ^ 0x00004000\n\t\tmasquerade fully-random\n\t}" in listing)
 
 
+# A client that reuses a source port within the N connections reopens the conntrack entry
+# of the earlier connection (TIME_WAIT), so the two share one entry: seen once in about
+# 20 runs of 300 connections. The checks allow this many.
+REOPENED = 5
+
+
 def _even_and_tracked(lab, step: str, *filters: str) -> bool:
+    """The N answers are even (svc.even_within), and conntrack's entries name the same
+    pods: per pod, as many as it answered or up to REOPENED fewer in all."""
     answered = svc.counts(lab.output(svc.HITS, step=step))
-    return svc.even_within(answered, N) and replies_by_pod(lab, *filters) == answered
+    tracked = replies_by_pod(lab, *filters)
+    return (svc.even_within(answered, N) and set(tracked) <= set(answered)
+            and all(tracked.get(pod, 0) <= n for pod, n in answered.items())
+            and sum(tracked.values()) >= N - REOPENED)
 
 
 @page.check("node", f"All {N} requests from the node were answered, each pod's share within "
-                    "4.5 standard deviations of a third, and conntrack counts the same answers per pod")
+                    "4.5 standard deviations of a third, and conntrack's entries name the same pods (up to 5 fewer: a "
+                    "connection from a reused client port takes over the earlier one's entry)")
 def _(lab):
     return _even_and_tracked(lab, "node", "--orig-dst", svc.CLUSTER_IP)
 
