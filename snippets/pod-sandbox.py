@@ -109,7 +109,7 @@ ADD_A = cmd(f"env CAP_ARGS='{json.dumps(HOST_PORT, separators=(',', ':'))}' deep
 page.step(
     "sandbox", "The runtime creates the sandbox: namespaces and the pause process",
     *sandbox("pod-a"),
-    cmd("ps -C catatonit -o user,args", until="catatonit -P"),
+    cmd("ps -C catatonit -o args", until="catatonit -P"),
     in_pod("pod-a", "hostname"),
     in_pod("pod-a", "ip link"),
 )
