@@ -12,7 +12,7 @@ refused in one line before anything is built.
 """
 import re
 
-from deepdive.model import Needs, Page, cmd
+from deepdive.model import Cmd, Needs, Page, cmd
 from deepdive.parse import answered, replies
 from snippets import _service as svc
 
@@ -45,9 +45,11 @@ STATFS = f"stat -f -c '%n %T' {TRACE} /sys/fs/bpf"
 # pod-1's side of the first pings, Ethernet headers and all; -vv checks ICMP checksums.
 CAPTURE = "ip netns exec pod-1 tcpdump -i eth0 --immediate-mode -n -e -t -vv -l -c 6 icmp"
 ATTACH = f"tc filter add dev {VETH} ingress bpf direct-action obj {OBJ} sec tc"
+# The program's lines for the six pings it answers.
+READ = f"grep -m 6 icmp_echo: {PIPE}"
 
 
-def ping(address: str, count: int = 3, rc: int = 0):
+def ping(address: str, count: int = 3, rc: int = 0) -> Cmd:
     """pod-1 pings `address` `count` times, 0.2 s apart, each reply awaited up to 1 s."""
     return cmd(f"ip netns exec pod-1 ping -c {count} -i 0.2 -W 1 {address}", rc=rc)
 
@@ -109,7 +111,7 @@ page.step(
     ping(POD2),
     COUNTERS,
     ping(svc.CLUSTER_IP),
-    f"grep -m 6 icmp_echo: {PIPE}",
+    READ,
 )
 page.step(
     "detach", "Detach the program",
@@ -132,7 +134,7 @@ def counters(lab, step: str) -> dict[str, int]:
 
 def trace_lines(lab) -> list[str]:
     """The messages the program printed, without trace_pipe's per-line prefix."""
-    out = lab.output(f"grep -m 6 icmp_echo: {PIPE}", step="answer")
+    out = lab.output(READ, step="answer")
     return [line.split(": bpf_trace_printk: ", 1)[1] for line in out.splitlines() if line.strip()]
 
 
