@@ -6,6 +6,7 @@ Everything here is data; the labs in `deepdive.lab` run it.
 """
 from __future__ import annotations
 
+import functools
 import re
 import shlex
 import sys
@@ -34,13 +35,21 @@ class SnippetError(DeepDiveError):
     """A snippet declares something malformed; the message starts with file:line."""
 
 
+@functools.lru_cache(maxsize=None)
+def _resolved(filename: str) -> Path:
+    """Path(filename).resolve(), once per file: every declaration looks up its caller's
+    file, and each resolve is a file system call per path component, which under the vm
+    lab's emulation over a shared file system added up to tens of seconds per page."""
+    return Path(filename).resolve()
+
+
 def _caller_location() -> str:
     """file:line of the snippet statement that is declaring something."""
     frame = sys._getframe(1)
-    here = Path(__file__).resolve()
+    here = _resolved(__file__)
     # Skip this module and the __init__ that dataclasses generate (filename "<string>").
     while frame is not None and (frame.f_code.co_filename == "<string>"
-                                 or Path(frame.f_code.co_filename).resolve() == here):
+                                 or _resolved(frame.f_code.co_filename) == here):
         frame = frame.f_back
     if frame is None:
         return "<unknown>"
@@ -48,7 +57,7 @@ def _caller_location() -> str:
 
 
 def _display_path(filename: str) -> str:
-    path = Path(filename).resolve()
+    path = _resolved(filename)
     try:
         return str(path.relative_to(Path.cwd()))
     except ValueError:
