@@ -379,10 +379,9 @@ def listed(lab, step: str) -> str:
 def replies_by_pod(lab, *filters: str) -> dict[str, int]:
     """How many tracked connections matching `filters` each pod answered, read from
     conntrack's reply direction (its first src= after the original tuple)."""
-    out = lab.run(conntrack_list(*filters)).stdout
     by_ip = {ip: pod for pod, ip in svc.POD_IPS.items()}
     seen: dict[str, int] = {}
-    for line in out.splitlines():
+    for line in lab.run(conntrack_list(*filters)).stdout.splitlines():
         sources = re.findall(r"\bsrc=(\S+)", line)
         if len(sources) >= 2 and sources[1] in by_ip:
             seen[by_ip[sources[1]]] = seen.get(by_ip[sources[1]], 0) + 1
@@ -454,10 +453,11 @@ def _(lab):
                 "\t\tmeta mark set meta mark ^ 0x00004000\n\t\tmasquerade fully-random\n\t}" in listing)
 
 
-# A client that reuses a source port within the N connections reopens the conntrack entry
-# of the earlier connection (TIME_WAIT), so the two share one entry: seen once in about
-# 20 runs of 300 connections. The checks allow this many.
-REOPENED = 5
+# A client that reuses a source port within the N connections reopens the earlier
+# connection's conntrack entry (it is in TIME_WAIT): conntrack destroys it and tracks the
+# new connection under the same original tuple, so the two share one entry. Seen 0 to 8
+# times in 300 connections, more often on a loaded machine; the checks allow 10 %.
+REOPENED = N // 10
 
 
 def _even_and_tracked(lab, step: str, *filters: str) -> bool:
@@ -471,7 +471,7 @@ def _even_and_tracked(lab, step: str, *filters: str) -> bool:
 
 
 @page.check("node", f"All {N} requests from the node were answered, each pod's share within "
-                    "4.5 standard deviations of a third, and conntrack's entries name the same pods (up to 5 fewer: a "
+                    f"4.5 standard deviations of a third, and conntrack's entries name the same pods (up to {REOPENED} fewer: a "
                     "connection from a reused client port takes over the earlier one's entry)")
 def _(lab):
     return _even_and_tracked(lab, "node", "--orig-dst", svc.CLUSTER_IP)
