@@ -281,7 +281,7 @@ def _(lab):
 
 
 @page.check("rules", "KUBE-LOOP-BACK is a hash:ip,port,ip set holding each endpoint as address,tcp:80,address, "
-                     "KUBE-CLUSTER-IP a hash:ip,port set holding 10.96.0.10,tcp:80; each is used by one rule")
+                     "KUBE-CLUSTER-IP a hash:ip,port set holding 10.96.0.10,tcp:80; one rule uses KUBE-LOOP-BACK")
 def _(lab):
     loop, cluster = lab.output("ipset list KUBE-LOOP-BACK"), lab.output("ipset list KUBE-CLUSTER-IP")
     return ("Type: hash:ip,port,ip" in loop and "Type: hash:ip,port\n" in cluster
