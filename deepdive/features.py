@@ -19,6 +19,7 @@ import errno
 import json
 import os
 import platform
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -61,7 +62,9 @@ class Feature:
 # BPF_PROG_TYPE_SOCKET_FILTER may be loaded by anyone the sysctl allows;
 # BPF_PROG_TYPE_SCHED_CLS (tc) needs CAP_BPF and CAP_NET_ADMIN, so root only.
 SOCKET_FILTER, SCHED_CLS = 1, 3
-_BPF_PROBE = (sys.executable, "-m", "deepdive.features", "bpf")
+# Probes written in Python, here, exit with the errno of the call that failed.
+_SELF = (sys.executable, "-m", "deepdive.features")
+_BPF_PROBE = (*_SELF, "bpf")
 
 FEATURES: dict[str, Feature] = {
     "ip_vs": Feature("IPVS load balancing (ip_vs)",
@@ -80,6 +83,12 @@ FEATURES: dict[str, Feature] = {
     "ipset": Feature("IP sets (ip_set)", ("ipset", "create", "ddprobe", "hash:ip"), ("ipset",)),
     "netem": Feature("delay and loss emulation (sch_netem)",
                      ("tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"), ("tc",)),
+    # nft and iptables-nft load a ruleset in one netlink message, and raise the socket's
+    # send buffer for one larger than the default with SO_SNDBUFFORCE, which needs
+    # CAP_NET_ADMIN in the machine's own user namespace: in a user namespace a large
+    # transaction (kube-proxy's for 100 Services) fails with "Message too long".
+    "nf_large_batch": Feature("netfilter transactions beyond the default socket buffer (SO_SNDBUFFORCE)",
+                              (*_SELF, "sndbuf")),
     "bpf": Feature("BPF programs for tc and XDP (bpf)", (*_BPF_PROBE, str(SCHED_CLS)),
                    volatile=True),
     "bpf_unprivileged": Feature("BPF for unprivileged users (kernel.unprivileged_bpf_disabled=0)",
@@ -215,7 +224,7 @@ def _verdict(feature: Feature, res: subprocess.CompletedProcess | None) -> str:
         return ABSENT
     if res.returncode == 0:
         return ""
-    if feature.probe[:len(_BPF_PROBE)] == _BPF_PROBE:  # exits with bpf(2)'s errno
+    if feature.probe[:len(_SELF)] == _SELF:  # exits with an errno
         refused = res.returncode in (errno.EPERM, errno.EACCES)
     else:
         refused = any(s in res.stderr for s in ("Operation not permitted", "Permission denied"))
@@ -266,5 +275,22 @@ def load_bpf(prog_type: int) -> int:
     return 0
 
 
-if __name__ == "__main__":  # python -m deepdive.features bpf PROG_TYPE: the BPF probe
-    sys.exit(load_bpf(int(sys.argv[2])) if sys.argv[1:2] == ["bpf"] else 2)
+def force_sndbuf(size: int = 1 << 22) -> int:
+    """Set a netfilter netlink socket's send buffer to `size` bytes past the system's
+    limit, as nft does before a large transaction: 0, or the errno (EPERM without
+    CAP_NET_ADMIN in the machine's own user namespace)."""
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER) as sock:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, size)
+        except OSError as exc:
+            return exc.errno or errno.EPERM
+    return 0
+
+
+NETLINK_NETFILTER, SO_SNDBUFFORCE = 12, 32
+
+
+if __name__ == "__main__":  # python -m deepdive.features bpf PROG_TYPE | sndbuf: the probes
+    if sys.argv[1:2] == ["bpf"]:
+        sys.exit(load_bpf(int(sys.argv[2])))
+    sys.exit(force_sndbuf() if sys.argv[1:2] == ["sndbuf"] else 2)

@@ -45,7 +45,7 @@ LOAD_LIMIT = 10.0  # seconds; a load takes well under one here
 page = Page(
     name="kube-proxy-compare",
     title="Comparing the modes",
-    needs=Needs(kinds=("bridge", "veth"), features=("nf_tables", "nat", "conntrack"),
+    needs=Needs(kinds=("bridge", "veth"), features=("nf_tables", "nat", "conntrack", "nf_large_batch"),
                 tools=(*svc.TOOLS, "python3", "iptables", "iptables-restore", "xtables-monitor",
                        "nft", "conntrack", "grep", "wc", "time")),
     masks=[

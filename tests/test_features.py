@@ -104,9 +104,10 @@ def test_answers_come_from_the_probes(scratch):
 
 @pytest.mark.parametrize("rc, answer", [(0, ""), (errno.EPERM, DENIED), (errno.EACCES, DENIED),
                                         (errno.ENOSYS, ABSENT), (errno.EINVAL, ABSENT)])
-def test_the_bpf_probe_is_judged_by_its_errno(scratch, rc, answer):
-    scratch.results = {"bpf": (rc, "")}
-    assert features.missing_features(("bpf",), ["--net"]).get("bpf", "") == answer
+@pytest.mark.parametrize("name", ["bpf", "nf_large_batch"])
+def test_the_python_probes_are_judged_by_their_errno(scratch, name, rc, answer):
+    scratch.results = {name: (rc, "")}
+    assert features.missing_features((name,), ["--net"]).get(name, "") == answer
 
 
 def test_a_probe_that_hangs_means_absent(monkeypatch):
@@ -305,7 +306,7 @@ class TestThisKernel:
     @needs_root
     @pytest.mark.skipif(not THIS_MACHINE, reason="facts measured on these machines' 6.18 kernel")
     def test_as_nobody_bpf_is_refused_too(self, nobody_tmp):
-        assert _probe_all_as_nobody(nobody_tmp) == {**KNOWN_AS_ROOT, "bpf": DENIED}
+        assert _probe_all_as_nobody(nobody_tmp) == {**KNOWN_AS_ROOT, "bpf": DENIED, "nf_large_batch": DENIED}
 
     def test_ip_vs_is_there_exactly_when_the_kernel_shows_it_after_a_probe(self):
         answer = self.missing().get("ip_vs", "")

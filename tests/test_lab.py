@@ -13,6 +13,7 @@ import pytest
 
 from conftest import ROOT, caller_state, of_launcher
 from deepdive import capture, cli, lab, registry, vmlab
+from deepdive.features import FEATURES
 from deepdive.masking import drift
 from deepdive.model import DeepDiveError
 
@@ -174,8 +175,9 @@ def _nobody_can_run_the_project() -> str:
 
 
 # What a user namespace can never grant: a tc BPF program needs CAP_BPF and CAP_NET_ADMIN
-# in the machine's own user namespace.
-ROOT_ONLY = {"bpf"}
+# in the machine's own user namespace, and so does a socket buffer for a large netfilter
+# transaction.
+ROOT_ONLY = {"bpf", "nf_large_batch"}
 NEED_ROOT = [n for n in PAGES if ROOT_ONLY & set(registry.load(n).needs.features)]
 
 
@@ -213,6 +215,7 @@ def test_a_normal_user_is_refused_a_page_that_needs_root_in_one_line(name):
                           sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                          env=dict(os.environ, HOME="/tmp"))
     assert res.returncode == 1 and res.stderr.count("\n") == 1, res.stderr
-    assert res.stderr.startswith(f"page {name} needs BPF programs for tc and XDP (bpf), which this kernel")
+    words = [FEATURES[f].words for f in registry.load(name).needs.features if f in ROOT_ONLY]
+    assert res.stderr.startswith(f"page {name} needs {' and '.join(words)}, which this kernel")
     assert "refuses to unprivileged users; run it as root, or in the vm lab" in res.stderr
     assert caller_state() == before
