@@ -74,7 +74,7 @@ page.step(
 )
 page.step(
     "build", "Compile the program for the BPF target",
-    "clang --version",
+    "clang -dumpversion",
     f"{CLANG} snippets/programs/icmp_echo.bpf.c -o {OBJ}",
     f"llvm-objdump --section-headers -j tc -j .rodata -j license -j .BTF {OBJ}",
 )
