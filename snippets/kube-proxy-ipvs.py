@@ -126,9 +126,11 @@ def iptables_restore() -> str:
     return "\n".join(nat + filters) + "\n"
 
 
-def real_servers(vip: str) -> list[str]:
-    """kube-proxy's AddRealServer for each endpoint: masquerading (-m), weight 1."""
-    return [f"ipvsadm -a -t {vip} -r {r} -m -w 1" for r in REAL]
+def virtual_server(vip: str) -> list[str]:
+    """ipvsadm's arguments for kube-proxy's AddVirtualServer (TCP, rr) and its
+    AddRealServer for each endpoint (masquerading, weight 1): as `ipvsadm` takes them
+    on its command line, and as `ipvsadm -R` reads them."""
+    return [f"-A -t {vip} -s rr", *(f"-a -t {vip} -r {r} -m -w 1" for r in REAL)]
 
 
 def hits(where: str, url: str, n: int):
@@ -151,8 +153,7 @@ page.step(
 )
 page.step(
     "virtual", "The virtual server and its three real servers",
-    f"ipvsadm -A -t {VIP} -s rr",
-    *real_servers(VIP),
+    *(f"ipvsadm {args}" for args in virtual_server(VIP)),
     "ipvsadm -Ln",
     "ipvsadm -Ln --nosort",
     snapshot=True,
@@ -205,8 +206,8 @@ page.step(
 )
 page.step(
     "nodeport", "The NodePort, from outside the node",
-    f"ipvsadm -A -t {NODE_VIP} -s rr",
-    *real_servers(NODE_VIP),
+    # The same four commands as for the ClusterIP, read from standard input in one go.
+    cmd("ipvsadm -R", heredoc="\n".join(virtual_server(NODE_VIP)) + "\n"),
     f"ip netns exec laptop curl -s {NODE_URL}",
     f"conntrack -L -p tcp --orig-port-dst {NODE_PORT}",
     hits("laptop", NODE_URL, 3),
