@@ -85,7 +85,8 @@ def pods() -> list[Cmd | str]:
             write_file(f"/tmp/www/{pod}/index.html", f"{pod}\n"),
             f"setsid -f ip netns exec {pod} busybox httpd -f -p {PORT} -h /tmp/www/{pod}",
         ]
-    out += [cmd(f"ip netns exec {pod} ss -Hltn sport = :{PORT}", until="LISTEN") for pod in PODS]
+    # A loaded machine has taken over 10 s to start a server: 30 s each.
+    out += [cmd(f"ip netns exec {pod} ss -Hltn sport = :{PORT}", until="LISTEN", timeout=30) for pod in PODS]
     return out
 
 
