@@ -9,7 +9,7 @@ iptables rules, with kube-proxy's names, set types, comments and rule shapes. IP
 and dummy links are missing from some kernels (this project's host among them): the
 page needs them, so `--lab auto` runs it in the vm lab there.
 """
-from deepdive.model import Needs, Page, cmd
+from deepdive.model import Cmd, Needs, Page, cmd
 from deepdive.parse import answered
 from snippets import _service as svc
 
@@ -36,8 +36,9 @@ page = Page(
         (r"\binitval 0x[0-9a-f]+", "initval <random>"),
         (r"\bSize in memory: \d+", "Size in memory: <bytes>"),
         # The node-side port of a masqueraded connection: picked at random from the
-        # whole port range with --random-fully, the client's own (ephemeral) otherwise.
-        (r"(dst=10\.244\.1\.1 sport=80 dport=)\d+", r"\1<random>"),
+        # whole port range with --random-fully, the client's own otherwise. Either
+        # way, whether or not conntrack's own mask took it for an ephemeral port.
+        (r"(dst=10\.244\.1\.1 sport=80 dport=)(?:\d+|<port>)", r"\1<random>"),
     ],
 )
 
@@ -133,7 +134,7 @@ def virtual_server(vip: str) -> list[str]:
     return [f"-A -t {vip} -s rr", *(f"-a -t {vip} -r {r} -m -w 1" for r in REAL)]
 
 
-def hits(where: str, url: str, n: int):
+def hits(where: str, url: str, n: int) -> Cmd:
     # A request that is not answered waits a second: give a run of them time.
     return cmd(svc.hits(where, url, n), timeout=30)
 
