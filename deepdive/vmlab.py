@@ -38,7 +38,8 @@ from deepdive.model import DeepDiveError, Page
 
 KVM_PROBE_TIMEOUT = 20.0   # a KVM boot takes a second or two; a hung one never ends
 BOOT_TIMEOUT = {"kvm": 60.0, "tcg": 180.0}  # $DEEPDIVE_VM_BOOT_TIMEOUT overrides both
-PAGE_TIMEOUT = {"kvm": 60.0, "tcg": 180.0}
+# Under TCG a page of 80 commands has taken 150 s on a loaded 2-core machine.
+PAGE_TIMEOUT = {"kvm": 60.0, "tcg": 360.0}
 # Under TCG a program starts tens of times slower (one CNI plugin call: 0.1 s on the
 # host, 2-16 s here): each command's own time limit is multiplied by this in the guest.
 TCG_SLOWDOWN = 8
