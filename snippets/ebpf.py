@@ -30,7 +30,9 @@ page = Page(
 
 OBJ = "/tmp/icmp_echo.bpf.o"
 BROKEN = "/tmp/unchecked.bpf.o"
-CLANG = "clang -O2 -g -target bpf -I/usr/include/x86_64-linux-gnu -c"
+# -fdebug-compilation-dir=.: the debug info (and so the .BTF section) names the directory
+# clang ran in; "." keeps the object the same whatever the checkout's path.
+CLANG = "clang -O2 -g -target bpf -I/usr/include/x86_64-linux-gnu -fdebug-compilation-dir=. -c"
 # pod-1's host-side veth, named by its index: the bridge plugin names it at random
 # (veth + 8 hex digits), and iproute2 takes `ifN` for the interface with index N, as it
 # prints a peer it cannot name (pod-1's eth0 shows it as eth0@if3).
