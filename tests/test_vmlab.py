@@ -69,3 +69,4 @@ def test_killing_the_vm_lab_leaves_no_qemu_and_clean_removes_its_directory():
 def _live_vm_dirs() -> list[Path]:
     return [d for d in Path(tempfile.gettempdir()).glob(f"{runs.VM_DIR_PREFIX}*")
             if d not in runs.stale_vm_dirs()]
+
