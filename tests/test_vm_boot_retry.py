@@ -5,10 +5,13 @@ import pytest
 
 from deepdive import vmlab
 
+CRASH = "the VM did not come up: qemu: Assertion failed"
 
-def test_a_vm_that_dies_while_booting_is_booted_once_more(monkeypatch):
-    """qemu under TCG once aborted on an assertion of its own during boot: one retry."""
-    calls, said = [], []
+
+@pytest.fixture
+def boots(monkeypatch):
+    """A vm lab whose boots are faked; set `boots.crashes` to how many die first."""
+    calls: list[str] = []
     monkeypatch.setattr(vmlab, "preflight", lambda: Path("/boot/vmlinuz-test"))
     monkeypatch.setattr(vmlab, "accel", lambda kernel, progress: ("tcg", "test"))
     monkeypatch.setattr(vmlab.runs, "clean_vm_dirs", lambda: [])
@@ -19,30 +22,29 @@ def test_a_vm_that_dies_while_booting_is_booted_once_more(monkeypatch):
 
     def follow(proc, mode, n, progress):
         calls.append(mode)
-        if len(calls) == 1:
-            raise vmlab.BootCrashed("the VM did not come up: qemu: Assertion failed")
+        if len(calls) <= follow.crashes:
+            raise vmlab.BootCrashed(CRASH)
         return []
 
+    follow.crashes = 0
+    follow.calls = calls
     monkeypatch.setattr(vmlab, "_follow", follow)
-    page = type("P", (), {"name": "veth"})()
-    assert vmlab.run_pages([page], said.append) == [("veth", [])]
-    assert len(calls) == 2 and said[-1] == "the VM did not come up: qemu: Assertion failed; booting once more"
+    return follow
 
 
-def test_a_vm_that_dies_twice_while_booting_is_an_error(monkeypatch):
-    calls = []
-    monkeypatch.setattr(vmlab, "preflight", lambda: Path("/boot/vmlinuz-test"))
-    monkeypatch.setattr(vmlab, "accel", lambda kernel, progress: ("tcg", "test"))
-    monkeypatch.setattr(vmlab.runs, "clean_vm_dirs", lambda: [])
-    monkeypatch.setattr(vmlab, "vng", lambda: ["vng"])
-    monkeypatch.setattr(vmlab, "_start", lambda argv, run_id, tmp, **kw: object())
-    monkeypatch.setattr(vmlab, "_stop", lambda proc: None)
+PAGE = type("P", (), {"name": "veth"})()
 
-    def follow(proc, mode, n, progress):
-        calls.append(mode)
-        raise vmlab.BootCrashed("the VM did not come up: qemu: Assertion failed")
 
-    monkeypatch.setattr(vmlab, "_follow", follow)
+def test_a_vm_that_dies_while_booting_is_booted_once_more(boots):
+    """qemu under TCG once aborted on an assertion of its own during boot: one retry."""
+    boots.crashes = 1
+    said: list[str] = []
+    assert vmlab.run_pages([PAGE], said.append) == [("veth", [])]
+    assert len(boots.calls) == 2 and said[-1] == f"{CRASH}; booting once more"
+
+
+def test_a_vm_that_dies_twice_while_booting_is_an_error(boots):
+    boots.crashes = 2
     with pytest.raises(vmlab.BootCrashed):
-        vmlab.run_pages([type("P", (), {"name": "veth"})()], lambda line: None)
-    assert len(calls) == 2
+        vmlab.run_pages([PAGE], lambda line: None)
+    assert len(boots.calls) == 2
