@@ -164,6 +164,10 @@ page.step(
     "masquerade", "The last jump: POSTROUTING to KUBE-POSTROUTING",
     POSTROUTING,
     "iptables -t nat -S POSTROUTING",
+    # The failed connections' entries keep their NAT, unmasqueraded, for as long as an
+    # unanswered SYN is remembered (120 s): a new connection from a source port one of
+    # them used would follow it. Emptied, every connection from here on meets the rules.
+    "conntrack -F",
     cmd(SYN_CAPTURE.format(src=svc.GATEWAY), background=True, ready="listening on",
         until="1 packet captured"),
     cmd(svc.hits("pod-1", SERVICE_URL, REQUESTS), timeout=30),
@@ -334,6 +338,13 @@ def _(lab):
     return (set(got) == set(svc.PODS) and sum(got.values()) == REQUESTS
             and re.fullmatch(r"IP 10\.244\.1\.1\.\d+ > 10\.244\.1\.2\.80: Flags \[S\], .*\n", syn) is not None
             and lab.output("route get", step="masquerade").startswith("local 10.244.1.2 from 10.244.1.1 "))
+
+
+@page.check("masquerade", "conntrack -F emptied the table, whose unanswered SYNs it keeps for 120 s")
+def _(lab):
+    return (lab.result("conntrack -F", step="masquerade").stderr.endswith(
+        "connection tracking table has been emptied.\n")
+        and lab.run("sysctl -n net.netfilter.nf_conntrack_tcp_timeout_syn_sent").stdout == "120\n")
 
 
 @page.check("share", "With the kernel's probabilities, each endpoint's share is 1/3 to within 2e-10: "
