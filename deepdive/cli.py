@@ -160,8 +160,10 @@ def list_pages() -> None:
 
 def interrupted() -> str:
     """The line to print after Ctrl-C, saying truthfully what is left of this process's
-    runs (the kernel ends a run's PID namespace within moments of its launcher's end)."""
-    deadline = time.monotonic() + 2
+    runs. The kernel ends a run's PID namespace within moments of its launcher's end, but a
+    process in an uninterruptible call (a BPF verifier, a netns teardown) can take seconds
+    on a loaded machine: 2 s were once too few in CI."""
+    deadline = time.monotonic() + 10
     while (left := lab.running(only_mine=True)) and time.monotonic() < deadline:
         time.sleep(0.05)
     if left:
