@@ -1,6 +1,7 @@
 """Reading facts out of tool output, for snippets' checks."""
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 
@@ -71,3 +72,30 @@ def learned(bridge_fdb_output: str, entry: str) -> bool:
         if words[:len(entry.split())] == entry.split() and not {"permanent", "static"} & set(words):
             return True
     return False
+
+
+def link_local(mac: str) -> str:
+    """The IPv6 link-local address Linux gives an Ethernet interface with this MAC (its
+    default addr_gen_mode 0, modified EUI-64 as in RFC 4291 appendix A: the
+    universal/local bit flipped, ff:fe in the middle): "0a:58:0a:f4:01:02" ->
+    "fe80::858:aff:fef4:102". Raises ValueError unless `mac` is six bytes in hex."""
+    octets = bytes.fromhex(mac.replace(":", ""))
+    if len(octets) != 6:
+        raise ValueError(f"not a MAC address: {mac!r}")
+    iid = bytes([octets[0] ^ 0x02]) + octets[1:3] + b"\xff\xfe" + octets[3:]
+    return str(ipaddress.IPv6Address(b"\xfe\x80" + bytes(6) + iid))
+
+
+def inet6(ip_addr_output: str) -> list[str]:
+    """Each IPv6 address in `ip addr show` output with the rest of its line, spaces
+    trimmed: "fe80::858:aff:fef4:102/64 scope link" (flags such as tentative or
+    dadfailed follow the scope)."""
+    return [m.group(1).strip() for m in re.finditer(r"^\s+inet6 (.*)$", ip_addr_output, re.M)]
+
+
+def indexes(ip_link_output: str, name: str) -> tuple[int, int] | None:
+    """(the link's own index, N) from the "2: eth0@if3:" that `ip link` and `ip addr`
+    print for a link whose peer or parent is in another namespace, where N is that
+    device's index in its own namespace; None when no line names `name` that way."""
+    m = re.search(rf"^(\d+): {re.escape(name)}@if(\d+):", ip_link_output, re.M)
+    return (int(m.group(1)), int(m.group(2))) if m else None

@@ -1,7 +1,10 @@
 """Reading facts for checks out of tool output (deepdive.parse) and snapshots (holders)."""
 from __future__ import annotations
 
-from deepdive.parse import Reply, answered, learned, neighbour, received, replies, transmitted
+import pytest
+
+from deepdive.parse import (Reply, answered, indexes, inet6, learned, link_local, neighbour, received, replies,
+                            transmitted)
 from deepdive.snapshot import holders
 
 PING = (
@@ -73,3 +76,38 @@ def test_holders_of_an_address_whatever_its_prefix():
     assert holders(snap, "10.0.0.100") == [("node", "eth0"), ("lan", "eth0")]
     assert holders(snap, "10.0.0.10") == [("node", "eth0")]
     assert holders(snap, "10.0.0.1") == []
+
+
+@pytest.mark.parametrize("mac, address", [
+    ("0a:58:0a:f4:01:02", "fe80::858:aff:fef4:102"),  # the bit flipped off
+    ("02:00:00:00:00:01", "fe80::ff:fe00:1"),
+    ("00:00:5e:00:53:01", "fe80::200:5eff:fe00:5301"),  # RFC 7042's documentation MAC; flipped on
+])
+def test_link_local_is_the_modified_eui64_of_the_mac(mac, address):
+    assert link_local(mac) == address
+
+
+def test_link_local_refuses_what_is_not_a_mac():
+    with pytest.raises(ValueError):
+        link_local("02:00:00:00:01")
+
+
+ADDR = (
+    "2: eth0@if3: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc noqueue state UP group default qlen 1000\n"
+    "    link/ether 0a:58:0a:f4:01:02 brd ff:ff:ff:ff:ff:ff link-netns host\n"
+    "    inet 10.244.1.2/24 scope global eth0\n"
+    "       valid_lft forever preferred_lft forever\n"
+    "    inet6 fe80::858:aff:fef4:102/64 scope link tentative \n"
+    "       valid_lft forever preferred_lft forever\n"
+)
+
+
+def test_inet6_lists_ipv6_addresses_with_scope_and_flags():
+    assert inet6(ADDR) == ["fe80::858:aff:fef4:102/64 scope link tentative"]
+    assert inet6("1: lo: <LOOPBACK> mtu 65536\n") == []
+
+
+def test_indexes_reads_own_index_and_the_peers():
+    assert indexes(ADDR, "eth0") == (2, 3)
+    assert indexes(ADDR, "eth") is None
+    assert indexes("5: veth1@veth0: <BROADCAST>", "veth1") is None  # a peer in the same namespace
