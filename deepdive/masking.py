@@ -87,6 +87,8 @@ TOOL_MASKS: dict[str, tuple[Mask, ...]] = {
         # ip -s link: RX/TX bytes and packets, RX mcast (errors and drops are kept)
         (re.compile(r"(?m)(?P<header>^\s+(?P<dir>RX|TX):\s+bytes[^\n]*\n)(?P<row>[ \t]+\d[^\n]*)"),
          _counters),
+        # ip route get: the seconds a learned path MTU (a route cache entry) has left
+        (re.compile(r"\bexpires \d+sec\b"), "expires <time>sec"),
     ),
     "tcpdump": (
         # -v: the IP id, and checksums, which depend on ids, ports and sequence numbers

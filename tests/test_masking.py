@@ -278,6 +278,10 @@ TOOL_CASES = {
         "          1036      12      0       0       0       2 \n"
         "    TX:  bytes packets errors dropped carrier collsns           \n"
         "           356       4      0       0       0       0 "),
+    "ip-route-cache-expires": (
+        "ip -n server1 route get 10.0.2.2",
+        "10.0.2.2 dev vx2 src 10.0.2.1 uid 0 \n    cache expires 599sec mtu 1450 ",
+        "10.0.2.2 dev vx2 src 10.0.2.1 uid 0 \n    cache expires 596sec mtu 1450 "),
     "ip-s-neigh": (
         "ip -s neigh show dev veth0",
         "10.0.0.2 lladdr 02:00:00:00:01:02 ref 1 used 10/10/7 probes 1 REACHABLE",
@@ -441,6 +445,8 @@ def test_volatile_fields_of_the_tools_pages_use_are_masked(case):
     ("ip -s link show veth0",
      "    RX:  bytes packets errors dropped  missed   mcast           \n           860      10      0       0       0       0 ",
      "    RX:  bytes packets errors dropped  missed   mcast           \n           860      10      0       3       0       0 "),
+    # ip route get: the path MTU the kernel learned
+    ("ip route get 10.0.2.2", "    cache expires 599sec mtu 1450 ", "    cache expires 599sec mtu 1400 "),
     # BPF: the tag and sizes are the program's (they change with the kernel, not the run)
     ("bpftool prog show", "108: sched_cls  name answer  tag 59f4a931744dcdc6  gpl",
      "108: sched_cls  name answer  tag 0d0e7a8c5d4a1c39  gpl"),
@@ -465,7 +471,7 @@ def test_volatile_fields_of_the_tools_pages_use_are_masked(case):
     # a relative TCP sequence number after the handshake
     ("tcpdump -n", "10.0.0.2.8080 > 10.0.0.1.34104: Flags [P.], seq 1:7, ack 2, win 63, length 6",
      "10.0.0.2.8080 > 10.0.0.1.34104: Flags [P.], seq 1:8, ack 2, win 63, length 7"),
-], ids=["ipvs-conns", "ipvs-weight", "ipvs-server", "ip-s-drops", "bpf-tag", "bpf-size", "nft-handle",
+], ids=["ipvs-conns", "ipvs-weight", "ipvs-server", "ip-s-drops", "route-pmtu", "bpf-tag", "bpf-size", "nft-handle",
         "iptables-rule-number", "iptables-target", "conntrack-state", "conntrack-dport", "vxlan-dstport",
         "nodeport", "above-ephemeral", "tcp-relative-seq"])
 def test_what_the_kernel_decided_in_those_tools_is_not_masked(argv, first, second):
