@@ -10,14 +10,13 @@ import json
 
 from deepdive.cni import container_id_for
 from deepdive.model import Needs, Page, cmd, write_file
-from deepdive.parse import LEARNED_STATES, answered, neighbour
+from deepdive.parse import LEARNED_STATES, answered, indexes, inet6, link_local, neighbour
 
 page = Page(
     name="bash-cni",
     title="A CNI plugin in bash",
     nodes=("pod-a", "pod-b", "pod-c"),
     needs=Needs(kinds=("bridge", "veth"), tools=("jq", "flock", "nsenter", "sha1sum", "ping", "install")),
-    ipv6=False,
 )
 
 PLUGIN = "/opt/cni/bin/bash-cni"
@@ -78,7 +77,9 @@ page.step(
     "after-add", "What ADD made: the bridge, the veth pair, the pod's address and route, the store",
     "ip -4 addr show cni0",
     "ip link show master cni0",
-    "ip -n pod-a addr show eth0",
+    # Shown once the kernel's link-local address has passed duplicate address detection:
+    # until then its line ends "scope link tentative ".
+    cmd("ip -n pod-a addr show eth0", until="scope link \n"),
     "ip -n pod-a route",
     f"ls {STORE}/bashnet",
     f"cat {pod_file('10.244.1.2')}",
@@ -205,6 +206,26 @@ def _(lab):
     eth0 = lab.link("pod-a", "eth0")
     return (eth0["up"] and eth0["addresses"] == ["10.244.1.2/24"]
             and "default via 10.244.1.1 dev eth0" in lab.output("ip -n pod-a route", step="after-add"))
+
+
+@page.check("after-add", "`veth0425fffa0bf@if2`: 2 is eth0's index in pod-a; `eth0@if3`: 3 is the host "
+                         "end's index in the node")
+def _(lab):
+    host, pod = lab.link("host", host_veth("pod-a"))["index"], lab.link("pod-a", "eth0")["index"]
+    return (host != pod
+            and indexes(lab.output("ip link show master cni0", step="after-add"), host_veth("pod-a")) == (host, pod)
+            and indexes(lab.output("ip -n pod-a addr show eth0", step="after-add"), "eth0") == (pod, host))
+
+
+@page.check("after-add", "eth0 also holds an IPv6 address ADD never asked for: the link-local address the "
+                         "kernel made from its MAC (EUI-64), fe80::858:aff:fef4:102/64, past duplicate "
+                         "address detection; ADD's result lists IPv4 only")
+def _(lab):
+    mac = lab.link("pod-a", "eth0")["mac"]
+    res = result(lab, "add bashnet /run/netns/pod-a", "add")
+    return (inet6(lab.output("ip -n pod-a addr show eth0", step="after-add"))
+            == [f"{link_local(mac)}/64 scope link"] == ["fe80::858:aff:fef4:102/64 scope link"]
+            and all(":" not in ip["address"] for ip in res["ips"]))
 
 
 @page.check("after-add", "The store holds a file named 10.244.1.2 with the container ID and eth0, and the lock file")
