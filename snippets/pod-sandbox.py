@@ -11,7 +11,7 @@ import socket
 
 from deepdive.cni import container_id_for
 from deepdive.model import Needs, Page, cmd, write_file
-from deepdive.parse import answered, learned
+from deepdive.parse import answered, indexes, inet6, learned, link_local
 
 PLUGINS = ("bridge", "host-local", "loopback", "portmap", "tuning")  # Debian's, in /usr/lib/cni
 
@@ -23,12 +23,13 @@ page = Page(
                        "jq", "ping", "bridge", *(f"/usr/lib/cni/{p}" for p in PLUGINS))),
     # The bridge plugin names each pod's host-side veth "veth" + 8 random hex digits,
     # and the kernel gives veths random MACs (locally administered: second hex digit
-    # 2, 6, a or e), so also the IPv6 link-local addresses made from them. The lab's
-    # own links have fixed MACs starting 02:00:00.
+    # 2, 6, a or e), so also the IPv6 link-local addresses made from them (EUI-64:
+    # fe80::XXXX:XXff:feXX:XXXX). The lab's own links have fixed MACs starting 02:00:00,
+    # whose link-local addresses start fe80::ff:fe: both are kept.
     masks=[
         (r"\bveth[0-9a-f]{8}\b", "veth<random>"),
         (r"\b(?!02:00:00)[0-9a-f][26ae](?::[0-9a-f]{2}){5}\b", "<random-mac>"),
-        (r"\bfe80::[0-9a-f:]+(?=/64)", "fe80::<random>"),
+        (r"\bfe80::(?!ff:fe)(?:[0-9a-f]{1,4}:)?[0-9a-f]{0,2}ff:fe[0-9a-f]{0,2}:[0-9a-f]{1,4}\b", "fe80::<random>"),
     ],
 )
 
@@ -134,9 +135,10 @@ page.step(
 )
 page.step(
     "pod", "Inside the pod",
-    # -4: the kernel's IPv6 link-local address is still "tentative" for a moment or not,
-    # depending on timing; it plays no part here.
-    in_pod("pod-a", "ip -4 addr show eth0"),
+    # Shown once the kernel has made eth0's link-local address and it has left the
+    # "tentative" state (its line then ends "scope link ", without the flag).
+    cmd(in_pod("pod-a", "ip addr show eth0"), until="scope link \n"),
+    in_pod("pod-a", "sysctl net.ipv6.conf.eth0.accept_dad net.ipv6.conf.default.accept_dad"),
     in_pod("pod-a", "ip route"),
 )
 page.step(
@@ -277,8 +279,26 @@ def _(lab):
 
 @page.check("pod", "In the pod, eth0 has 10.88.0.2/16 and the default route goes via cni0's 10.88.0.1")
 def _(lab):
-    return ("inet 10.88.0.2/16" in lab.output(f"{POD_A} ip -4 addr show eth0", step="pod")
+    return ("inet 10.88.0.2/16" in lab.output(f"{POD_A} ip addr show eth0", step="pod")
             and "default via 10.88.0.1 dev eth0" in lab.output(f"{POD_A} ip route", step="pod"))
+
+
+@page.check("pod", "`eth0@if3`: 3 is the index of eth0's peer, the host-side veth, in the node; eth0's own is 2")
+def _(lab):
+    own, peer = lab.link("pod-a", "eth0")["index"], peer_of(lab, "pod-a")["index"]
+    return own != peer and indexes(lab.output(f"{POD_A} ip addr show eth0", step="pod"), "eth0") == (own, peer) == (2, 3)
+
+
+@page.check("pod", "eth0's one IPv6 address is the link-local address the kernel made from its MAC (EUI-64), "
+                   "not tentative; ADD's result lists no IPv6 address; the bridge plugin set accept_dad to 0 "
+                   "on eth0, where the namespace's default is 1")
+def _(lab):
+    added = lab.json("deepdive-cni add containerd-net /run/netns/pod-a", "add")
+    return (inet6(lab.output(f"{POD_A} ip addr show eth0", step="pod"))
+            == [f"{link_local(lab.link('pod-a', 'eth0')['mac'])}/64 scope link"]
+            and all(":" not in ip["address"] for ip in added["ips"])
+            and lab.output("accept_dad", step="pod").splitlines()
+            == ["net.ipv6.conf.eth0.accept_dad = 0", "net.ipv6.conf.default.accept_dad = 1"])
 
 
 @page.check("node", "The bridge plugin set hairpin mode on the pod's port and turned on IP forwarding")
