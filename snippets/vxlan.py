@@ -13,6 +13,8 @@ page = Page(
     nodes=("server1", "server2"),
     needs=Needs(kinds=("veth", "vxlan"), tools=("ping", "bridge", "tcpdump")),
     ipv6=False,
+    # `ip route get` prints the uid of the caller, which a rootless run keeps
+    masks=[(r"(?m)^(10\.0\.2\.2 dev vx2 src 10\.0\.2\.1) uid \d+", r"\1 uid <uid>")],
 )
 
 # server1 watches its underlay interface: only the tunnel's UDP datagrams. Each capture
@@ -23,10 +25,12 @@ CAPTURE = "ip netns exec server1 tcpdump{count} -i eth0 -n -e -t -l --immediate-
 ARRIVED = ("ip netns exec server2 tcpdump -i vx0 -n -v -t -l --immediate-mode"
            " 'icmp[icmptype] == icmp-echo'")
 
+# `index 5` numbers server2's end: in two fresh namespaces both ends would otherwise be
+# link 2, and server1's `eth0@if2` could not show whose index the 2 is.
 page.step(
     "underlay", "Connect the two servers with an underlay network",
-    "ip link add eth0 netns server1 address 02:00:00:00:00:01 type veth"
-    " peer name eth0 netns server2 address 02:00:00:00:00:02",
+    "ip link add eth0 netns server2 index 5 address 02:00:00:00:00:02 type veth"
+    " peer name eth0 netns server1 address 02:00:00:00:00:01",
     "ip -n server1 addr add 192.168.0.1/24 dev eth0",
     "ip -n server2 addr add 192.168.0.2/24 dev eth0",
     "ip -n server1 link set eth0 up",
@@ -82,6 +86,33 @@ page.step(
     "ip -n server1 -details link show vx1",
     "bridge -n server1 fdb show dev vx1",
 )
+# The underlay capture takes every IPv4 frame: a datagram's later fragments carry no UDP
+# header, so `udp port 4789` would not see them. It ends with the reply's last fragment.
+page.step(
+    "toobig", "A tunnel without dev: a 1500-byte packet with DF set, twice",
+    *[c for n, peer in ((1, 2), (2, 1)) for c in (
+        f"ip -n server{n} link add vx2 address 02:00:00:00:02:0{n} type vxlan"
+        f" id 200 local 192.168.0.{n} remote 192.168.0.{peer} dstport 4789 srcport 4789 4790",
+        f"ip -n server{n} addr add 10.0.2.{n}/24 dev vx2",
+        f"ip -n server{n} link set vx2 up",
+    )],
+    cmd("ip netns exec server1 tcpdump -i eth0 -n -e -v -t -l --immediate-mode ip",
+        background=True, ready="listening on", until="192.168.0.2 > 192.168.0.1: ip-proto-17"),
+    cmd("ip netns exec server2 tcpdump -i vx2 -n -v -t -l --immediate-mode 'icmp[icmptype] == icmp-echo'",
+        background=True, ready="listening on", until="ICMP echo request"),
+    "ip netns exec server1 ping -c 1 -W 1 -M do -s 1472 10.0.2.2",
+    "ip -n server1 route get 10.0.2.2",
+    cmd("ip netns exec server1 ping -c 1 -W 0.5 -M do -s 1472 10.0.2.2", rc=1),
+)
+# Last, as it turns IPv6 on for server1's eth0, whose autoconfiguration then talks on
+# the underlay; no later step captures there.
+page.step(
+    "underlay6", "The same tunnel over an IPv6 underlay",
+    "ip netns exec server1 sysctl -w net.ipv6.conf.eth0.disable_ipv6=0",
+    "ip -n server1 link add vx6 address 02:00:00:00:01:06 type vxlan"
+    " id 600 local fd00::1 remote fd00::2 dev eth0 dstport 4789",
+    "ip -n server1 link show vx6",
+)
 
 
 def frames(capture: str) -> list[str]:
@@ -92,6 +123,14 @@ def frames(capture: str) -> list[str]:
 def length(line: str) -> int:
     m = re.search(r"length (\d+):", line)
     return int(m.group(1)) if m else -1
+
+
+def outer(capture: str) -> list[tuple[int, str, str, int]]:
+    """(fragment offset, flags, protocol, IP length) of each underlay frame a `tcpdump
+    -e -v` printed: the frames between the servers' own MACs, not the frames inside."""
+    return [(int(m["offset"]), m["flags"], m["proto"], int(m["length"])) for m in re.finditer(
+        r"(?m)^02:00:00:00:00:0[12] > .*?offset (?P<offset>\d+), flags \[(?P<flags>[^\]]*)\], "
+        r"proto (?P<proto>\w+) \(\d+\), length (?P<length>\d+)\)", capture)]
 
 
 def links(lab) -> dict[tuple[str, str], dict]:
@@ -113,6 +152,15 @@ def _(lab):
     state = links(lab)
     return all(state[s, "vx0"]["mtu"] == 1450 and state[s, "eth0"]["mtu"] == 1500
                for s in ("server1", "server2"))
+
+
+@page.check("show", "In `eth0@if5`, 5 is the index of eth0's peer in server2; server1's eth0 itself is link 2")
+def _(lab):
+    state = links(lab)
+    own, peer = state["server1", "eth0"]["index"], state["server2", "eth0"]["index"]
+    shown = lab.output("-n server1 link show", step="show")
+    return own != peer and f"\n{own}: eth0@if{peer}: " in shown and state["server1", "eth0"]["peer"] == \
+        {"node": "server2", "name": "eth0"}
 
 
 @page.check("show", "`ip -details` shows VNI 100, the remote and local endpoints, the underlay device and port 4789")
@@ -205,3 +253,44 @@ def _(lab):
 @page.check("defaults", "vx1, created without `remote`, has no forwarding entry at all")
 def _(lab):
     return lab.result("fdb show dev vx1").rc == 0 and lab.output("fdb show dev vx1").strip() == ""
+
+
+@page.check("toobig", "vx2, created without dev, has an MTU of 1500, so it takes the 1500-byte request with DF set; "
+                      "the request is answered")
+def _(lab):
+    return lab.link("server1", "vx2")["mtu"] == 1500 and \
+        [(r.source, r.size) for r in replies(lab.output("-W 1 -M do -s 1472 10.0.2.2", step="toobig"))] == \
+        [("10.0.2.2", 1480)]
+
+
+@page.check("toobig", "On the underlay the request's 1550-byte datagram went out in two IPv4 fragments, of 1500 "
+                      "and 70 bytes, the outer header without DF; the reply came back the same way")
+def _(lab):
+    frags = [(off, flags, size) for off, flags, proto, size in outer(lab.output("-i eth0", step="toobig"))
+             if proto == "UDP" and (off or "+" in flags)]
+    return frags == [(0, "+", 1500), (1480, "none", 70)] * 2
+
+
+@page.check("toobig", "Inside, the request kept its DF bit: it left in the first fragment marked `flags [DF]`, "
+                      "and came out of server2's vx2 whole, 1500 bytes, still marked DF")
+def _(lab):
+    underlay = lab.output("-i eth0", step="toobig")
+    arrived = re.findall(r"flags \[([^\]]*)\], proto ICMP \(1\), length (\d+)\)", lab.output("-i vx2", step="toobig"))
+    return re.search(r"(?m)^02:00:00:00:02:01 > 02:00:00:00:02:02, .*flags \[DF\], proto ICMP \(1\), "
+                     r"length 1500\)", underlay) is not None and arrived == [("DF", "1500")]
+
+
+@page.check("toobig", "The kernel learned a path MTU of 1450 for 10.0.2.2 and refused the second request on "
+                      "server1: \"message too long, mtu=1450\", and nothing more crossed the underlay")
+def _(lab):
+    second = lab.result("-W 0.5 -M do -s 1472 10.0.2.2", step="toobig")
+    frames_seen = outer(lab.output("-i eth0", step="toobig"))
+    return re.search(r"cache expires \d+sec mtu 1450", lab.output("route get 10.0.2.2", step="toobig")) is not None and \
+        second.rc == 1 and "message too long, mtu=1450" in second.stdout + second.stderr and len(frames_seen) == 6
+
+
+@page.check("underlay6", "Over an IPv6 underlay the kernel takes 70 bytes off: vx6 gets an MTU of 1430 on the same "
+                         "1500-byte eth0")
+def _(lab):
+    return lab.link("server1", "vx6")["mtu"] == 1430 == lab.link("server1", "eth0")["mtu"] - 70 and \
+        "vx6: <BROADCAST,MULTICAST> mtu 1430 " in lab.output("link show vx6")
