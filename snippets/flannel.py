@@ -12,7 +12,7 @@ import json
 import re
 
 from deepdive.model import Needs, Page, cmd, write_file
-from deepdive.parse import LEARNED_STATES, answered, learned, neighbour, replies
+from deepdive.parse import LEARNED_STATES, answered, indexes, inet6, learned, link_local, neighbour, replies
 
 NODES = (1, 2, 3)
 NETWORK = "10.244.0.0/16"
@@ -56,7 +56,6 @@ page = Page(
     # makes a pod sandbox's.
     nodes=(*(f"node{n}" for n in NODES), *(f"pod-{n}a" for n in NODES)),
     needs=Needs(kinds=("bridge", "veth", "vxlan"), tools=("ping", "bridge", "tcpdump", "ss", "python3")),
-    ipv6=False,
     masks=[
         # The bridge plugin names a pod's host-side veth at random...
         (r"\bveth[0-9a-f]{8}\b", "veth<random>"),
@@ -64,6 +63,11 @@ page = Page(
         # page fixes starts 02:00:00: or 02:f1:00:; a random one is never multicast.
         (r"\b(?!02:00:00:|02:f1:00:|00:00:00:00:00:00|ff:|01:|33:33:)[0-9a-f]{2}(?::[0-9a-f]{2}){5}\b",
          "<random MAC>"),
+        # ...and so the IPv6 link-local addresses the kernel makes from them (EUI-64:
+        # fe80::XXXX:XXff:feXX:XXXX). Those of the page's own MACs start fe80::ff:fe
+        # (02:00:00:) and fe80::f1:ff:fe (02:f1:00:), and are kept.
+        (r"\bfe80::(?!ff:fe|f1:ff:fe)(?:[0-9a-f]{1,4}:)?[0-9a-f]{0,2}ff:fe[0-9a-f]{0,2}:[0-9a-f]{1,4}\b",
+         "fe80::<random>"),
         # A learned neighbour entry goes REACHABLE -> STALE on the kernel's timers.
         (r"\b(REACHABLE|STALE|DELAY|PROBE)\b", "<learned>"),
         # `ip route get` names the user it looked the route up for: 0 as root, the
@@ -195,9 +199,13 @@ page.step("cni-config", "The bridge configuration flannel's CNI plugin would del
 page.step("cni-config-rest", "The same on node2 and node3, each with its own subnet", *cni_config(2), *cni_config(3))
 page.step("pod", "kubelet's part: a pod on node1, through CNI ADD", cni_add(1))
 page.step("pods", "A pod on node2 and one on node3", cni_add(2), cni_add(3), snapshot=True)
+# An interface's IPv6 link-local address is shown once it has passed duplicate address
+# detection: until then its line ends "scope link tentative ".
+LINK_LOCAL_SETTLED = "scope link \n"
+
 page.step(
     "pod-view", "A pod's interface and routes, and its node's",
-    "ip -n pod-1a addr show eth0",
+    cmd("ip -n pod-1a addr show eth0", until=LINK_LOCAL_SETTLED),
     "ip -n pod-1a route",
     "ip -n node1 route",
     "ip -n node1 link show cni0",
@@ -231,11 +239,11 @@ page.step(
 page.step(
     "walk-node2", "The same packet on node2",
     "ip netns exec node2 ss -u -l -n -p sport = :8472",
-    "ip -n node2 addr show flannel.1",
+    cmd("ip -n node2 addr show flannel.1", until=LINK_LOCAL_SETTLED),
     f"ip -n node2 route get {pod_ip(2)} from {pod_ip(1)} iif flannel.1",
     f"ip -n node2 neigh show {pod_ip(2)} dev cni0",
     "bridge -n node2 fdb show br cni0 dynamic",
-    "ip -n pod-2a addr show eth0",
+    cmd("ip -n pod-2a addr show eth0", until=LINK_LOCAL_SETTLED),
 )
 page.step(
     "hostgw-down", "host-gw instead: first, delete flannel.1 on every node",
@@ -435,6 +443,35 @@ def _(lab):
             and lab.output("sysctl net.ipv4.ip_forward", step="pod-view").strip() == "net.ipv4.ip_forward = 1")
 
 
+@page.check("pod-view", "`eth0@if5`: 5 is the index of the veth's node end in node1; the pod's eth0 is 2")
+def _(lab):
+    own, peer = lab.link("pod-1a", "eth0")["index"], host_end(lab, 1)["index"]
+    shown = indexes(lab.output("ip -n pod-1a addr show eth0", step="pod-view"), "eth0")
+    return own != peer and shown == (own, peer) == (2, 5)
+
+
+@page.check("pod-view", "`bridge link` names the node end's peer by looking its index, 2 (the pod's eth0's), up "
+                        "in node1, where 2 is node1's own eth0 on the underlay")
+def _(lab):
+    end = host_end(lab, 1)
+    ports = lab.output("bridge -n node1 -details link show", step="pod-view")
+    shown = re.search(rf"^{end['index']}: {end['name']}@(\S+): ", ports, re.M)
+    pod_index = lab.link("pod-1a", "eth0")["index"]
+    local = next(l for n in lab.snapshot["nodes"] if n["name"] == "node1"
+                 for l in n["links"] if l["index"] == pod_index)
+    return (shown is not None and shown.group(1) == local["name"] == "eth0"
+            and local["peer"] == {"node": "host", "name": "port-node1"})
+
+
+@page.check("pod-view", "The pod's eth0 has one IPv6 address, the link-local address the kernel made from its "
+                        "MAC (EUI-64), past duplicate address detection; ADD's result lists IPv4 only")
+def _(lab):
+    res = lab.json(cni_add(1))
+    return (inet6(lab.output("ip -n pod-1a addr show eth0", step="pod-view"))
+            == [f"{link_local(lab.link('pod-1a', 'eth0')['mac'])}/64 scope link"]
+            and all(":" not in ip["address"] for ip in res["ips"]))
+
+
 @page.check("ping", "pod-2a answers both pings, with TTL 62: the two nodes each routed the packet once")
 def _(lab):
     out = lab.output(f"ping -c 2 -i 0.2 -W 1 {pod_ip(2)}", step="ping")
@@ -516,6 +553,13 @@ def _(lab):
             and "users:" not in lab.output("ss -u -l -n -p", step="walk-node2")
             and lab.link("node2", "flannel.1")["mac"] == vtep_mac(2)
             and f"link/ether {vtep_mac(2)} " in lab.output("addr show flannel.1", step="walk-node2"))
+
+
+@page.check("walk-node2", "flannel.1's one IPv6 address is the link-local address made from its fixed MAC, "
+                          "fe80::f1:ff:fe00:2/64")
+def _(lab):
+    return (inet6(lab.output("ip -n node2 addr show flannel.1", step="walk-node2"))
+            == [f"{link_local(vtep_mac(2))}/64 scope link"] == ["fe80::f1:ff:fe00:2/64 scope link"])
 
 
 @page.check("walk-node2", "node2 routes the packet to cni0; ARP gave pod-2a's MAC, which cni0 "

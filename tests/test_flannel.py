@@ -24,6 +24,9 @@ def masks():
      "10.244.1.1 dev eth0 lladdr <random MAC> <learned>"),
     ("10.244.2.2 via 10.244.1.1 dev eth0 src 10.244.1.2 uid 65534",
      "10.244.2.2 via 10.244.1.1 dev eth0 src 10.244.1.2 uid <uid>"),
+    # The link-local addresses made from random MACs (d2:1d:bd:e4:be:de, 02:00:5a:01:02:03).
+    ("inet6 fe80::d01d:bdff:fee4:bede/64 scope link", "inet6 fe80::<random>/64 scope link"),
+    ("inet6 fe80::5aff:fe01:203/64 scope link", "inet6 fe80::<random>/64 scope link"),
 ])
 def test_random_values_are_masked(masks, text, shown):
     assert mask_text(text, extra=masks) == shown
@@ -36,6 +39,9 @@ def test_random_values_are_masked(masks, text, shown):
     "02:00:00:00:00:02 dev port-node2 master underlay",
     "link/ether 02:00:00:00:00:fe brd ff:ff:ff:ff:ff:ff",
     "group_address 01:80:c2:00:00:00",
+    # The link-local addresses of flannel.1 (02:f1:00:00:00:02) and of a node's eth0 (02:00:00:00:00:01).
+    "inet6 fe80::f1:ff:fe00:2/64 scope link",
+    "inet6 fe80::ff:fe00:1/64 scope link",
 ])
 def test_what_the_page_fixes_is_compared_as_it_is(masks, text):
     assert mask_text(text, extra=masks) == text
