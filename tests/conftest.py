@@ -76,3 +76,15 @@ def private_mounts() -> list[str]:
         if subprocess.run(["unshare", *options, "true"], capture_output=True).returncode == 0:
             return options
     pytest.skip("neither root nor user namespaces: no mount namespace of our own")
+
+
+def snippet_module(name: str):
+    """snippets/NAME.py loaded as a module, for unit tests of its helpers."""
+    import importlib.util
+
+    from deepdive import registry
+    spec = importlib.util.spec_from_file_location(f"snippet_{name.replace('-', '_')}",
+                                                  registry.SNIPPETS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -3,11 +3,9 @@ their checks claim and nothing else: a wrong reading would let a check pass on o
 that does not say what the page says."""
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 
-from deepdive import registry
+from conftest import snippet_module
 
 FDB = """\
 33:33:00:00:00:01 dev br0 self permanent
@@ -29,10 +27,7 @@ MADDR = """\
 
 @pytest.fixture(scope="module")
 def snippet():
-    spec = importlib.util.spec_from_file_location("bridge_page", registry.SNIPPETS / "bridge.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return snippet_module("bridge")
 
 
 @pytest.mark.parametrize("shown, name, index", [
