@@ -7,6 +7,7 @@ through deepdive-cni, the way containerd runs them through libcni.
 """
 import hashlib
 import json
+import re
 import socket
 
 from deepdive.cni import container_id_for
@@ -286,7 +287,8 @@ def _(lab):
 @page.check("pod", "`eth0@if3`: 3 is the index of eth0's peer, the host-side veth, in the node; eth0's own is 2")
 def _(lab):
     own, peer = lab.link("pod-a", "eth0")["index"], peer_of(lab, "pod-a")["index"]
-    return own != peer and indexes(lab.output(f"{POD_A} ip addr show eth0", step="pod"), "eth0") == (own, peer) == (2, 3)
+    shown = indexes(lab.output(f"{POD_A} ip addr show eth0", step="pod"), "eth0")
+    return own != peer and shown == (own, peer) == (2, 3)
 
 
 @page.check("pod", "eth0's one IPv6 address is the link-local address the kernel made from its MAC (EUI-64), "
@@ -306,6 +308,19 @@ def _(lab):
     return ("hairpin on" in lab.output("bridge -d link show", step="node")
             and lab.output("sysctl -w net.ipv4.ip_forward=0", step="config").strip() == "net.ipv4.ip_forward = 0"
             and lab.output("sysctl net.ipv4.ip_forward", step="node").strip() == "net.ipv4.ip_forward = 1")
+
+
+@page.check("node", "`ip link` shows the host-side veth's peer as @if2 in link-netns pod-a; `bridge link` looks "
+                    "that index up in the node instead, where 2 is cni0")
+def _(lab):
+    veth, eth0 = peer_of(lab, "pod-a"), lab.link("pod-a", "eth0")
+    ports = lab.output("ip link show master cni0", step="node")
+    bridge = lab.output("bridge -d link show", step="node")
+    shown = re.search(rf"^{veth['index']}: {veth['name']}@(\S+): ", bridge, re.M)
+    host = next(n for n in lab.snapshot["nodes"] if n["name"] == "host")
+    local = next(l["name"] for l in host["links"] if l["index"] == eth0["index"])
+    return (indexes(ports, veth["name"]) == (veth["index"], eth0["index"]) and "link-netns pod-a" in ports
+            and shown is not None and shown.group(1) == local == "cni0")
 
 
 @page.check("node", "host-local keeps one file per address, named after it and holding the container ID and "
