@@ -89,6 +89,9 @@ TOOL_MASKS: dict[str, tuple[Mask, ...]] = {
          _counters),
         # ip route get: the seconds a learned path MTU (a route cache entry) has left
         (re.compile(r"\bexpires \d+sec\b"), "expires <time>sec"),
+        # ip route get: the uid the route was looked up for, the caller's (nobody's in a
+        # rootless lab, which keeps the caller's uid)
+        (re.compile(r"\buid \d+\b"), "uid <uid>"),
     ),
     "tcpdump": (
         # -v: the IP id, and checksums, which depend on ids, ports and sequence numbers

@@ -282,6 +282,10 @@ TOOL_CASES = {
         "ip -n server1 route get 10.0.2.2",
         "10.0.2.2 dev vx2 src 10.0.2.1 uid 0 \n    cache expires 599sec mtu 1450 ",
         "10.0.2.2 dev vx2 src 10.0.2.1 uid 0 \n    cache expires 596sec mtu 1450 "),
+    "ip-route-uid": (
+        "ip -n pod2 route get 10.244.1.2",
+        "10.244.1.2 via 10.244.2.1 dev eth0 src 10.244.2.2 uid 0 \n    cache ",
+        "10.244.1.2 via 10.244.2.1 dev eth0 src 10.244.2.2 uid 65534 \n    cache "),
     "ip-s-neigh": (
         "ip -s neigh show dev veth0",
         "10.0.0.2 lladdr 02:00:00:00:01:02 ref 1 used 10/10/7 probes 1 REACHABLE",
