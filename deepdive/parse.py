@@ -36,9 +36,10 @@ class Reply:
 
 
 def replies(ping_output: str) -> list[Reply]:
-    """Every echo reply ping printed, in order; duplicates and late replies included."""
+    """Every echo reply ping printed, in order; duplicates and late replies included.
+    An IPv6 reply's hop limit shows as its ttl, as ping prints it."""
     return [Reply(m["source"], int(m["seq"]), int(m["ttl"]), int(m["size"]))
-            for m in re.finditer(r"^(?P<size>\d+) bytes from (?P<source>[\d.]+): "
+            for m in re.finditer(r"^(?P<size>\d+) bytes from (?P<source>[\d.]+|[0-9a-f:]+): "
                                  r"icmp_seq=(?P<seq>\d+) ttl=(?P<ttl>\d+)", ping_output, re.M)]
 
 

@@ -111,3 +111,11 @@ def test_indexes_reads_own_index_and_the_peers():
     assert indexes(ADDR, "eth0") == (2, 3)
     assert indexes(ADDR, "eth") is None
     assert indexes("5: veth1@veth0: <BROADCAST>", "veth1") is None  # a peer in the same namespace
+
+
+def test_replies_from_an_ipv6_address():
+    out = ("PING fd00:10:89::1(fd00:10:89::1) 56 data bytes\n"
+           "64 bytes from fd00:10:89::1: icmp_seq=1 ttl=64 time=0.061 ms\n"
+           "64 bytes from fd00:10:89::1: icmp_seq=2 ttl=64 time=0.040 ms\n")
+    assert replies(out)[1] == Reply("fd00:10:89::1", 2, 64, 64)
+    assert answered(out, "fd00:10:89::1", 2)
