@@ -60,7 +60,8 @@ def _ipvs_rates(m: re.Match[str]) -> str:
 
 
 def _syn(m: re.Match[str]) -> str:
-    """A TCP SYN or SYN-ACK in tcpdump: its sequence numbers are the random initial ones."""
+    """A TCP SYN or SYN-ACK in tcpdump: its sequence numbers are the random initial ones;
+    so is the ack of the RST that refuses a SYN (the SYN's ISN + 1)."""
     return re.sub(r"\b(seq|ack) \d+", r"\1 <isn>", m.group(0))
 
 
@@ -100,6 +101,7 @@ TOOL_MASKS: dict[str, tuple[Mask, ...]] = {
         (re.compile(r"(<cksum> (?:\(incorrect )?-> )0x[0-9a-f]+"), r"\1<cksum>"),
         # TCP: initial sequence numbers in a handshake, timestamp option values
         (re.compile(r"(?m)^.*Flags \[S[^\]]*\].*$"), _syn),
+        (re.compile(r"(?m)^.*Flags \[R\.\], seq 0, ack \d+.*$"), _syn),
         (re.compile(r"\bTS val \d+ ecr \d+"), "TS val <ts> ecr <ts>"),
         # The summary's "received by filter" is the kernel's count when tcpdump asks for
         # it on exit, so it takes in what arrived after the last packet it printed (an

@@ -268,6 +268,10 @@ TOOL_CASES = {
         "ack 1654262941, win 64308, options [mss 1410,sackOK,TS val 2463008878 ecr 2252818747,nop,wscale 10], length 0",
         "    10.0.0.2.8080 > 10.0.0.1.51710: Flags [S.], cksum 0x1431 (incorrect -> 0x0a1c), seq 1654262940, "
         "ack 993690499, win 64308, options [mss 1410,sackOK,TS val 17 ecr 2252818999,nop,wscale 10], length 0"),
+    "tcpdump-rst-refusing-a-syn": (
+        "tcpdump -i any -n -t",
+        "veth20679696 P   IP 10.244.1.4.8080 > 10.244.1.5.55174: Flags [R.], seq 0, ack 28844377, win 0, length 0",
+        "veth20679696 P   IP 10.244.1.4.8080 > 10.244.1.5.55174: Flags [R.], seq 0, ack 3839968161, win 0, length 0"),
     "ip-s-link": (
         "ip -s link show veth0",
         "    RX:  bytes packets errors dropped  missed   mcast           \n"
