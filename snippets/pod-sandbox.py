@@ -12,7 +12,7 @@ import socket
 
 from deepdive.cni import container_id_for
 from deepdive.model import Needs, Page, cmd, write_file
-from deepdive.parse import answered, indexes, inet6, learned, link_local
+from deepdive.parse import LEARNED_STATES, answered, indexes, inet6, learned, link_local, neighbour
 
 PLUGINS = ("bridge", "host-local", "loopback", "portmap", "tuning")  # Debian's, in /usr/lib/cni
 
@@ -72,6 +72,21 @@ TYPO_CONFIG = {"cniVersion": "1.0.0", "name": "typo-net", "plugins": [
      "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.98.0.0/24"}]]}},
     {"type": "portmapp"},
 ]}
+# Dual-stack, in the shape of containerd's own file: one range per family, and a default
+# route per family from IPAM, each through its family's gateway.
+DUAL = "/etc/cni/net.d/40-dual-net.conflist"
+DUAL_CONFIG = {
+    "cniVersion": "1.0.0",
+    "name": "dual-net",
+    "plugins": [{
+        "type": "bridge",
+        "bridge": "dual0",
+        "isGateway": True,
+        "ipam": {"type": "host-local",
+                 "ranges": [[{"subnet": "10.89.0.0/24"}], [{"subnet": "fd00:10:89::/64"}]],
+                 "routes": [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]},
+    }],
+}
 HOST_PORT = {"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]}
 
 
@@ -226,7 +241,25 @@ page.step(
     "env CNI_IFNAME=lo deepdive-cni del cni-loopback /run/netns/pod-a",
     snapshot=True,
 )
-
+page.step(
+    "dual-config", "A dual-stack network",
+    write_file(DUAL, json.dumps(DUAL_CONFIG, indent=2)),
+    "sysctl net.ipv6.conf.all.forwarding",
+)
+page.step(
+    "dual", "A dual-stack pod",
+    "ip netns add pod-c",
+    "deepdive-cni add dual-net /run/netns/pod-c",
+    # The pod's link-local address is made when eth0 comes up, a moment after ADD.
+    cmd("ip -n pod-c addr show eth0", until="scope link \n"),
+    "ip -n pod-c route",
+    "ip -n pod-c -6 route",
+    # The bridge plugin does not wait for the bridge's own address to pass DAD.
+    cmd("ip -6 addr show dev dual0 scope global", until="scope global \n"),
+    "sysctl net.ipv6.conf.all.forwarding",
+    "ip netns exec pod-c ping -c 2 -i 0.2 -W 1 fd00:10:89::1",
+    "ip -n pod-c -6 neigh show fd00:10:89::1",
+)
 
 
 def peer_of(lab, node: str) -> dict | None:
@@ -404,3 +437,44 @@ def _(lab):
             and "10.99.0.2" not in lab.output("find /var/lib/cni/networks/broken-net", step="failure")
             and "'portmapp' is not in CNI_PATH" in typo and typo.count("\n") == 1
             and not any(link["name"] == "cni2" for link in lab.snapshot["nodes"][0]["links"]))
+
+
+@page.check("dual", "With two ranges, host-local gave pod-c one address of each family, each with its "
+                    "family's gateway; the result's default routes came from IPAM, without a gateway of their own")
+def _(lab):
+    res = lab.json("deepdive-cni add dual-net /run/netns/pod-c", "dual")
+    return (res["ips"] == [{"interface": 2, "address": "10.89.0.2/24", "gateway": "10.89.0.1"},
+                           {"interface": 2, "address": "fd00:10:89::2/64", "gateway": "fd00:10:89::1"}]
+            and res["routes"] == [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}])
+
+
+@page.check("dual", "pod-c's eth0 holds both addresses and its link-local one; a default route per family "
+                    "goes through that family's gateway on dual0, which holds both gateway addresses")
+def _(lab):
+    shown = lab.output("ip -n pod-c addr show eth0", step="dual")
+    mac = lab.link("pod-c", "eth0")["mac"]
+    return ("inet 10.89.0.2/24 " in shown
+            and sorted(inet6(shown)) == sorted(["fd00:10:89::2/64 scope global", f"{link_local(mac)}/64 scope link"])
+            and "default via 10.89.0.1 dev eth0" in lab.output("ip -n pod-c route", step="dual")
+            and lab.output("ip -n pod-c -6 route", step="dual").startswith("fd00:10:89::/64 dev eth0 ")
+            and "default via fd00:10:89::1 dev eth0" in lab.output("ip -n pod-c -6 route", step="dual")
+            and "fe80::/64 dev eth0 " in lab.output("ip -n pod-c -6 route", step="dual")
+            and sorted(lab.link("host", "dual0")["addresses"]) == ["10.89.0.1/24", "fd00:10:89::1/64"])
+
+
+@page.check("dual", "IPv6 forwarding was off in the node and the bridge plugin turned it on with the IPv6 "
+                    "gateway; pod-c reaches that gateway over IPv6")
+def _(lab):
+    def forwarding(step: str) -> str:
+        return lab.output("sysctl net.ipv6.conf.all.forwarding", step=step).strip()
+    return (forwarding("dual-config") == "net.ipv6.conf.all.forwarding = 0"
+            and forwarding("dual") == "net.ipv6.conf.all.forwarding = 1"
+            and answered(lab.output("ping -c 2 -i 0.2 -W 1 fd00:10:89::1", step="dual"), "fd00:10:89::1", 2))
+
+
+@page.check("dual", "Neighbour discovery, not ARP, gave pod-c dual0's MAC for fd00:10:89::1, flagged as a router")
+def _(lab):
+    line = lab.output("ip -n pod-c -6 neigh show fd00:10:89::1", step="dual")
+    found = neighbour(line, "fd00:10:89::1")
+    return (found is not None and found[0] == lab.link("host", "dual0")["mac"] and found[1] in LEARNED_STATES
+            and " router " in line)
