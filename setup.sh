@@ -13,6 +13,8 @@ LAB_PACKAGES=(iproute2 iputils-ping tcpdump util-linux mount graphviz python3 py
               qemu-system-x86 busybox-static
               # what the kernel-feature probes run (deepdive/features.py)
               nftables iptables ipset conntrack ipvsadm
+              # the troubleshooting page's veth statistics
+              ethtool
               # the pods pages: CNI's reference plugins (in /usr/lib/cni), a pause
               # process, and what the bash CNI plugin runs
               containernetworking-plugins catatonit jq socat curl
