@@ -26,8 +26,7 @@ CURL = f"ip netns exec {CLIENT} curl -sS --max-time 2 "
 # Every hop on the node, in the order the kernel passes a packet (tcpdump -i any is never
 # promiscuous, so watching changes nothing); and the client's own eth0.
 NODE_CAPTURE = "tcpdump -i any -n -t -l --immediate-mode -c {n} '{filter}'"
-CLIENT_CAPTURE = (f"ip netns exec {CLIENT} tcpdump -i eth0 -n -t -l --immediate-mode -c 2 "
-                  f"'tcp and host {svc.CLUSTER_IP}'")
+CLIENT_CAPTURE = f"ip netns exec {CLIENT} tcpdump -i eth0 -n -t -l --immediate-mode -c 2 tcp"
 SYNS = "tcp[tcpflags] & tcp-syn != 0"
 
 
@@ -49,13 +48,15 @@ def restore_input(port: int) -> str:
 
 def fix_input() -> str:
     """The sync after the Service's targetPort became 80: the rules at 80, and the chains of
-    the 8080 endpoints flushed (a chain line) and deleted (-X), as kube-proxy drops stale
-    chains."""
+    the 8080 endpoints flushed (a chain line after the live chains' lines) and deleted
+    (-X), where kube-proxy's syncProxyRules writes them: before KUBE-SERVICES' last rule,
+    the jump to KUBE-NODEPORTS."""
     stale = [sep_chain(pod, WRONG_PORT) for pod in svc.PODS]
     lines = restore_input(svc.PORT).splitlines()
     first_rule = next(i for i, line in enumerate(lines) if line.startswith("-A "))
     lines[first_rule:first_rule] = [f":{chain} - [0:0]" for chain in stale]
-    lines[-1:-1] = [f"-X {chain}" for chain in stale]
+    assert lines[-2].endswith("-j KUBE-NODEPORTS") and lines[-1] == "COMMIT"
+    lines[-2:-2] = [f"-X {chain}" for chain in stale]
     return "\n".join(lines) + "\n"
 
 
@@ -151,6 +152,15 @@ page.step(
     CURL + SERVICE_URL,
 )
 page.step(
+    "promisc", "tcpdump on cni0, in promiscuous mode",
+    "ip neigh flush dev cni0",
+    cmd(NODE_CAPTURE.format(n=6, filter="tcp[tcpflags] == tcp-syn"), background=True,
+        ready="listening on", until="6 packets captured"),
+    cmd("tcpdump -i cni0 -n -t -l --immediate-mode -c 1 'tcp[tcpflags] == tcp-syn'", background=True,
+        ready="listening on", until="1 packet captured"),
+    CURL + SERVICE_URL,
+)
+page.step(
     "uplink", "From outside: the node's uplink, DNAT and SNAT",
     cmd(NODE_CAPTURE.format(n=3, filter="tcp[tcpflags] == tcp-syn"), background=True,
         ready="listening on", until="3 packets captured"),
@@ -200,11 +210,12 @@ def _(lab):
                f"-j DNAT --to-destination {svc.POD_IPS[p]}:{WRONG_PORT}" in save for p in svc.PODS)
 
 
-@page.check("symptom", "curl fails at once with exit status 7, \"Couldn't connect to server\": "
-                       "refused, not timed out (that would be status 28)")
+@page.check("symptom", "curl fails at once (in less than a second) with exit status 7, \"Couldn't connect to "
+                       "server\": refused, not timed out (that would be status 28)")
 def _(lab):
     res = lab.result(CURL + SERVICE_URL, step="symptom")
-    return res.rc == 7 and "Couldn't connect to server" in res.stderr
+    took = re.search(r"after (\d+) ms: Couldn't connect to server", res.stderr)
+    return res.rc == 7 and took is not None and int(took[1]) < 1000
 
 
 @page.check("path", "The client sends to 10.96.0.10 through its default gateway 10.244.1.1 on eth0, whose "
@@ -282,9 +293,13 @@ def _(lab):
 
 
 @page.check("rules", "nft lists iptables' rules with their counters: the ClusterIP's rule counted both "
-                     "connections, and the three DNAT rules to port 8080 counted them between them")
+                     "connections, and the three DNAT rules to port 8080 counted them between them; it "
+                     "leaves out the rules' comments and warns that iptables-nft manages the table")
 def _(lab):
-    ruleset = lab.output("nft list ruleset", step="rules")
+    listed = lab.result("nft list ruleset", step="rules")
+    ruleset = listed.stdout
+    if "comment" in ruleset or "table ip nat is managed by iptables-nft, do not touch!" not in listed.stderr:
+        return False
     cluster = re.search(rf"ip daddr {re.escape(svc.CLUSTER_IP)} +tcp dport 80 counter packets (\d+) bytes \d+ "
                         rf"jump {kpi.SVC_CHAIN}\n", ruleset)
     dnats = [int(n) for n in re.findall(rf"counter packets (\d+) bytes \d+ dnat to 10\.244\.1\.[234]:{WRONG_PORT}\n",
@@ -329,7 +344,7 @@ def _(lab):
 
 
 @page.check("known", "With every pod's MAC address known, br_netfilter hands the DNATed SYN from one bridge "
-                     "port to the other: cni0 shows nothing of the connection")
+                     "port to the other: cni0 shows neither the SYN nor the SYN-ACK")
 def _(lab):
     pod = lab.output(CURL + SERVICE_URL, step="known").strip()
     got = hops(lab.output("tcpdump -i any", step="known"))
@@ -337,6 +352,21 @@ def _(lab):
     return ([(h["dev"], h["dir"], h["src"], h["dst"], h["flags"]) for h in got]
             == [(client, "P", CLIENT_IP, svc.CLUSTER_IP, "S"), (target, "Out", CLIENT_IP, ip, "S"),
                 (target, "P", ip, CLIENT_IP, "S."), (client, "Out", svc.CLUSTER_IP, CLIENT_IP, "S.")])
+
+
+@page.check("promisc", "While tcpdump holds cni0 in promiscuous mode, the bridge also passes the DNATed SYN "
+                       "up to the node, which routes it out of cni0 again: the endpoint's veth sends the "
+                       "SYN twice, and the connection still works")
+def _(lab):
+    pod = lab.output(CURL + SERVICE_URL, step="promisc").strip()
+    got = hops(lab.output("tcpdump -i any", step="promisc"))
+    client, target, ip = host_veth(lab, CLIENT)["name"], host_veth(lab, pod)["name"], svc.POD_IPS[pod]
+    rewritten = (CLIENT_IP, ip, "S")
+    return ([(h["dev"], h["dir"], h["src"], h["dst"], h["flags"]) for h in got]
+            == [(client, "P", CLIENT_IP, svc.CLUSTER_IP, "S"), ("cni0", "Out", *rewritten),
+                (target, "Out", *rewritten), ("cni0", "In", *rewritten), ("cni0", "Out", *rewritten),
+                (target, "Out", *rewritten)]
+            and len({h["sport"] for h in got}) == 1)
 
 
 @page.check("uplink", "The laptop's SYN enters on eth1 for 192.168.1.1:30080 and leaves cni0 and a pod's veth "
