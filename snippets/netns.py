@@ -15,7 +15,7 @@ from deepdive.parse import answered
 POD = "cni-7f3c2a9e-5b1d-4c8e-9a6f-2d4b8e1c0f53"
 IN_POD = f"ip netns exec {POD}"
 PS = "ps -o pid,netns,args -C socat"
-SERVER = "socat TCP-LISTEN:8080,fork,reuseaddr SYSTEM:'echo {}'"
+SERVER = "socat TCP-LISTEN:8080,fork,reuseaddr EXEC:'echo {}'"
 
 page = Page(
     name="netns",
