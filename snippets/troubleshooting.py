@@ -187,6 +187,23 @@ def host_veth(lab, node: str) -> dict:
     return next(link for link in host["links"] if link["peer"] == {"node": node, "name": "eth0"})
 
 
+def path(lab, step: str, pod: str) -> list[tuple[str, ...]]:
+    """`step`'s `tcpdump -i any` as (device, direction, source, destination, flags) rows,
+    with the client's veth written "client-veth", `pod`'s veth "pod-veth" and its address
+    "pod": the names that change from run to run."""
+    names = {host_veth(lab, CLIENT)["name"]: "client-veth", host_veth(lab, pod)["name"]: "pod-veth",
+             svc.POD_IPS[pod]: "pod"}
+    return [tuple(names.get(v, v) for v in (h["dev"], h["dir"], h["src"], h["dst"], h["flags"]))
+            for h in hops(lab.output("tcpdump -i any", step=step))]
+
+
+# A connection's SYN and SYN-ACK from the client to the Service, as `path` writes them,
+# when the node must resolve the pod's MAC address.
+HANDSHAKE = [("client-veth", "P", CLIENT_IP, svc.CLUSTER_IP, "S"), ("cni0", "Out", CLIENT_IP, "pod", "S"),
+             ("pod-veth", "Out", CLIENT_IP, "pod", "S"), ("pod-veth", "P", "pod", CLIENT_IP, "S."),
+             ("client-veth", "Out", svc.CLUSTER_IP, CLIENT_IP, "S.")]
+
+
 def pod_of(address: str) -> str:
     return next(pod for pod, ip in svc.POD_IPS.items() if ip == address)
 
@@ -322,8 +339,8 @@ def _(lab):
 def _(lab):
     save = lab.run("iptables-save -t nat").stdout
     answer = lab.output(CURL + SERVICE_URL, step="fix")
-    return (re.search(rf"--to-destination \S+:{WRONG_PORT}\b", save) is None and all(sep_chain(p, WRONG_PORT) not in save for p in svc.PODS)
-            and answer.strip() in svc.PODS)
+    return (re.search(rf"--to-destination \S+:{WRONG_PORT}\b", save) is None
+            and all(sep_chain(p, WRONG_PORT) not in save for p in svc.PODS) and answer.strip() in svc.PODS)
 
 
 @page.check("fix", "The SYN is DNATed to the pod that answered, at port 80, and the SYN-ACK comes back to "
@@ -331,27 +348,17 @@ def _(lab):
                    "untouched (no SNAT from pod to pod)")
 def _(lab):
     pod = lab.output(CURL + SERVICE_URL, step="fix").strip()
-    got = hops(lab.output("tcpdump -i any", step="fix"))
-    client, target = host_veth(lab, CLIENT)["name"], host_veth(lab, pod)["name"]
-    ip = svc.POD_IPS[pod]
-    path = [(h["dev"], h["dir"], h["src"], h["dst"], h["flags"]) for h in got]
     entry = lab.output("conntrack -L", step="fix")
-    return (path == [(client, "P", CLIENT_IP, svc.CLUSTER_IP, "S"), ("cni0", "Out", CLIENT_IP, ip, "S"),
-                     (target, "Out", CLIENT_IP, ip, "S"), (target, "P", ip, CLIENT_IP, "S."),
-                     (client, "Out", svc.CLUSTER_IP, CLIENT_IP, "S.")]
+    return (path(lab, "fix", pod) == HANDSHAKE
             and re.search(rf"TIME_WAIT src={CLIENT_IP} dst={svc.CLUSTER_IP} sport=(\d+) dport=80 "
-                          rf"src={ip} dst={CLIENT_IP} sport=80 dport=\1 ", entry) is not None)
+                          rf"src={svc.POD_IPS[pod]} dst={CLIENT_IP} sport=80 dport=\1 ", entry) is not None)
 
 
 @page.check("known", "With every pod's MAC address known, br_netfilter hands the DNATed SYN from one bridge "
                      "port to the other: cni0 shows neither the SYN nor the SYN-ACK")
 def _(lab):
     pod = lab.output(CURL + SERVICE_URL, step="known").strip()
-    got = hops(lab.output("tcpdump -i any", step="known"))
-    client, target, ip = host_veth(lab, CLIENT)["name"], host_veth(lab, pod)["name"], svc.POD_IPS[pod]
-    return ([(h["dev"], h["dir"], h["src"], h["dst"], h["flags"]) for h in got]
-            == [(client, "P", CLIENT_IP, svc.CLUSTER_IP, "S"), (target, "Out", CLIENT_IP, ip, "S"),
-                (target, "P", ip, CLIENT_IP, "S."), (client, "Out", svc.CLUSTER_IP, CLIENT_IP, "S.")])
+    return path(lab, "known", pod) == [row for row in HANDSHAKE if row[0] != "cni0"]
 
 
 @page.check("promisc", "While tcpdump holds cni0 in promiscuous mode, the bridge also passes the DNATed SYN "
@@ -359,14 +366,9 @@ def _(lab):
                        "SYN twice, and the connection still works")
 def _(lab):
     pod = lab.output(CURL + SERVICE_URL, step="promisc").strip()
-    got = hops(lab.output("tcpdump -i any", step="promisc"))
-    client, target, ip = host_veth(lab, CLIENT)["name"], host_veth(lab, pod)["name"], svc.POD_IPS[pod]
-    rewritten = (CLIENT_IP, ip, "S")
-    return ([(h["dev"], h["dir"], h["src"], h["dst"], h["flags"]) for h in got]
-            == [(client, "P", CLIENT_IP, svc.CLUSTER_IP, "S"), ("cni0", "Out", *rewritten),
-                (target, "Out", *rewritten), ("cni0", "In", *rewritten), ("cni0", "Out", *rewritten),
-                (target, "Out", *rewritten)]
-            and len({h["sport"] for h in got}) == 1)
+    syn, up = HANDSHAKE[:3], ("cni0", "In", CLIENT_IP, "pod", "S")
+    return (path(lab, "promisc", pod) == [*syn, up, *syn[1:]]
+            and len({h["sport"] for h in hops(lab.output("tcpdump -i any", step="promisc"))}) == 1)
 
 
 @page.check("uplink", "The laptop's SYN enters on eth1 for 192.168.1.1:30080 and leaves cni0 and a pod's veth "
