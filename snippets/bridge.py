@@ -84,11 +84,14 @@ page.step(
     "ip addr add 10.0.0.254/24 dev br0",
     *[f"ip netns exec ns{i} ping -c 1 -W 1 10.0.0.254" for i in (1, 2, 3)],
     "ip -n ns1 route show",
+    # 192.0.2.1 (a documentation address) stands for anything outside the pods' subnet.
+    cmd("ip -n ns1 route get 192.0.2.1", rc=2),
 )
 page.step(
     "gateway", "Make the bridge ns1's default gateway",
     "ip -n ns1 route add default via 10.0.0.254",
     "ip -n ns1 route show",
+    "ip -n ns1 route get 192.0.2.1",
 )
 page.step(
     "tap", "A tap device joins as a port",
@@ -175,6 +178,12 @@ def _(lab):
             and not lab.link("host", "br0")["promisc"])
 
 
+@page.check("show", "allmulti 1 on veth1 is the bridge's doing: ns1's eth0, a veth that is no port, has allmulti 0")
+def _(lab):
+    return ("allmulti 1 " in lab.output("-details link show veth1", step="show")
+            and "allmulti 0 " in lab.run("ip -n ns1 -details link show eth0").stdout)
+
+
 @page.check("promisc", "`promisc on` sets the PROMISC flag and adds one to the bridge's count: promiscuity 2")
 def _(lab):
     shown = lab.output("-details link show veth2", step="promisc")
@@ -231,15 +240,20 @@ def _(lab):
         for i in (1, 2, 3))
 
 
-@page.check("address", "The address on br0 gives ns1 no route through it: ns1 has only its subnet's route")
+@page.check("address", "The address on br0 gives ns1 no route through it: ns1 has only its subnet's route, "
+                       "and 192.0.2.1, outside it, is unreachable")
 def _(lab):
     routes = lab.output("ip -n ns1 route show", step="address").splitlines()
-    return len(routes) == 1 and routes[0].startswith("10.0.0.0/24 dev eth0 ") and "via" not in routes[0]
+    return (len(routes) == 1 and routes[0].startswith("10.0.0.0/24 dev eth0 ") and "via" not in routes[0]
+            and "Network is unreachable" in lab.result("route get 192.0.2.1", step="address").stderr)
 
 
-@page.check("gateway", "Once a default route points at 10.0.0.254, the bridge is ns1's gateway")
+@page.check("gateway", "Once a default route points at 10.0.0.254, ns1 sends what lies outside its subnet "
+                       "(192.0.2.1) to br0's address through eth0")
 def _(lab):
-    return "default via 10.0.0.254 dev eth0" in lab.output("ip -n ns1 route show", step="gateway")
+    got = lab.output("route get 192.0.2.1", step="gateway")
+    return (got.startswith("192.0.2.1 via 10.0.0.254 dev eth0 ")
+            and holders(lab.snapshot, "10.0.0.254") == [("host", "br0")])
 
 
 @page.check("tap", "tap0 is a port of br0, disabled while no program holds it open")
