@@ -96,6 +96,8 @@ page.step(
     "ip -n node link set shim up",
     "ip -n node route add 10.0.0.0/29 dev shim",
     "ip -n node route show",
+    "ip -n node route get 10.0.0.1",
+    "ip -n node route get 10.0.0.100",
     "ip netns exec node ping -c 1 -W 1 10.0.0.1",
     "ip netns exec ns1 ping -c 1 -W 3 10.0.0.10",
     "ip -n ns1 neigh show 10.0.0.10",
@@ -231,11 +233,14 @@ def _(lab):
             and state["node", "shim"]["addresses"] == ["10.0.0.11/32"])
 
 
-@page.check("shim", "The route to 10.0.0.0/29 through the shim is more specific than eth0's 10.0.0.0/24, so it wins for the children")
+@page.check("shim", "The route to 10.0.0.0/29 through the shim is more specific than eth0's 10.0.0.0/24, so it wins "
+                    "for the children: the kernel picks the shim for 10.0.0.1 and eth0 for the LAN's 10.0.0.100")
 def _(lab):
     routes = lab.output("route show", step="shim").splitlines()
     return (any(l.split()[:3] == ["10.0.0.0/29", "dev", "shim"] for l in routes)
-            and any(l.split()[:3] == ["10.0.0.0/24", "dev", "eth0"] for l in routes))
+            and any(l.split()[:3] == ["10.0.0.0/24", "dev", "eth0"] for l in routes)
+            and lab.output("ip -n node route get 10.0.0.1", step="shim").startswith("10.0.0.1 dev shim ")
+            and lab.output("route get 10.0.0.100", step="shim").startswith("10.0.0.100 dev eth0 "))
 
 
 @page.check("shim", "node now reaches its child ns1 (through the shim), and still reaches the LAN")
