@@ -2,6 +2,8 @@
 
 Run with `invoke lab.run --page veth`; the page is docs/interfaces/veth.md.
 """
+import json
+
 from deepdive.model import Needs, Page, cmd
 from deepdive.parse import answered, indexes, inet6, link_local, neighbour, received, transmitted
 
@@ -75,6 +77,14 @@ def _(lab):
     veth1 = lab.output("ip -n ns2 link show veth1", step="show")
     return ((own, peer) == (10, 20) and indexes(veth0, "veth0") == (own, peer)
             and indexes(veth1, "veth1") == (peer, own) and "link-netns ns2" in veth0)
+
+
+@page.check("show", "What the kernel gives for veth0's peer namespace is a number, the nsid ns1 has for ns2: "
+                    "`ip -j` prints link_netnsid, and `ip netns list-id` maps that number to ns2")
+def _(lab):
+    nsid = json.loads(lab.run("ip -n ns1 -j link show veth0").stdout)[0].get("link_netnsid")
+    return (isinstance(nsid, int)
+            and f"nsid {nsid} (iproute2 netns name: ns2)" in lab.output("netns list-id", step="show"))
 
 
 @page.check("ping", "All three pings from ns1 are answered by 10.0.0.2, one reply to each")
