@@ -216,6 +216,14 @@ def _(lab):
             and "port veth1 grp ff02::1:ff00:101 " in lab.output("bridge mdb show", step="fdb"))
 
 
+@page.check("fdb", "br0 runs with the defaults the page names: a 15 s forward delay, learned entries aged out "
+                   "after 300 s of silence, multicast snooping on (ip prints hundredths of a second)")
+def _(lab):
+    shown = lab.run("ip -details link show br0").stdout
+    return all(f" {field} " in shown
+               for field in ("forward_delay 1500", "ageing_time 30000", "mcast_snooping 1"))
+
+
 @page.check("ping", "Namespaces attached to the bridge reach each other: 10.0.0.2 answered all 3 pings")
 def _(lab):
     return answered(lab.output("ping -c 3"), "10.0.0.2", 3)
