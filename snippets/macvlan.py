@@ -234,12 +234,13 @@ def _(lab):
 
 
 @page.check("shim", "The route to 10.0.0.0/29 through the shim is more specific than eth0's 10.0.0.0/24, so it wins "
-                    "for the children: the kernel picks the shim for 10.0.0.1 and eth0 for the LAN's 10.0.0.100")
+                    "for the children: the kernel picks the shim (and its 10.0.0.11 as source) for 10.0.0.1, and "
+                    "eth0 for the LAN's 10.0.0.100")
 def _(lab):
     routes = lab.output("route show", step="shim").splitlines()
     return (any(l.split()[:3] == ["10.0.0.0/29", "dev", "shim"] for l in routes)
             and any(l.split()[:3] == ["10.0.0.0/24", "dev", "eth0"] for l in routes)
-            and lab.output("ip -n node route get 10.0.0.1", step="shim").startswith("10.0.0.1 dev shim ")
+            and lab.output("ip -n node route get 10.0.0.1", step="shim").startswith("10.0.0.1 dev shim src 10.0.0.11 ")
             and lab.output("route get 10.0.0.100", step="shim").startswith("10.0.0.100 dev eth0 "))
 
 
