@@ -24,7 +24,7 @@ SERVICE_URL = f"http://{svc.CLUSTER_IP}/"
 NODE_PORT_URL = f"http://{svc.NODE_IP}:{svc.NODE_PORT}/"
 CURL = f"ip netns exec {CLIENT} curl -sS --max-time 2 "
 # Every hop on the node, in the order the kernel passes a packet (tcpdump -i any is never
-# promiscuous, so watching changes nothing); and the client's own eth0.
+# promiscuous: the promisc step shows why that matters on a bridge); and the client's eth0.
 NODE_CAPTURE = "tcpdump -i any -n -t -l --immediate-mode -c {n} '{filter}'"
 CLIENT_CAPTURE = f"ip netns exec {CLIENT} tcpdump -i eth0 -n -t -l --immediate-mode -c 2 tcp"
 SYNS = "tcp[tcpflags] & tcp-syn != 0"
@@ -115,9 +115,11 @@ page.step(
 )
 page.step(
     "capture", "One connection, on every hop, and in conntrack",
+    # conntrack -E prints nothing once it listens: it starts first, and the rest of the
+    # step's start-up gives it time.
+    cmd("conntrack -E -p tcp", background=True, until="[DESTROY]"),
     # As for the first connection to a pod in a while: the node must look up its MAC.
     "ip neigh flush dev cni0",
-    cmd("conntrack -E -p tcp", background=True, until="[DESTROY]"),
     cmd(CLIENT_CAPTURE, background=True, ready="listening on", until="2 packets captured"),
     cmd(NODE_CAPTURE.format(n=5, filter="tcp and net 10.244.1.0/24"), background=True,
         ready="listening on", until="5 packets captured"),
