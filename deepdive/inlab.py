@@ -5,7 +5,8 @@ fresh PID, network and mount namespaces (plus a user namespace when run by a nor
 user). deepdive.machine first makes them look like a machine: own /proc and /sys, `lo`
 up, private /etc, /var/lib, /tmp and /run, an empty /run/netns, so node names can be the
 short fixed ones the page shows (ns1, ns2) and interface indexes start from 1 on every
-run. Then it runs the page's steps and checks.
+run. Then PID 1 forks the process that runs the page's steps and checks, and itself only
+reaps the processes the namespace orphans, as an init does (see _as_init).
 
 The capture goes out as JSON on the file descriptor that was standard output when the
 process started; standard output itself is pointed at standard error before any step
@@ -16,13 +17,16 @@ namespaces go with them.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
-from typing import Any, NoReturn, TextIO
+import traceback
+from typing import Any, Callable, NoReturn, TextIO
 
 from deepdive import execute, machine, registry, snapshot
 from deepdive.checks import CheckContext
@@ -186,6 +190,7 @@ def _progress(line: str) -> None:
 
 
 MAIN_PID = os.getpid()
+INTERRUPTS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 def _on_signal(signum: int, _frame) -> None:
@@ -210,16 +215,37 @@ def main(argv: list[str], out: TextIO = sys.stdout) -> int:
     """Run one page in this process's namespaces; the capture goes to `out` as JSON."""
     global MAIN_PID
     MAIN_PID = os.getpid()  # also when a caller forked this process for the page
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    for signum in INTERRUPTS:
         signal.signal(signum, _on_signal)
     if len(argv) != 1:
         _fail("usage: python -m deepdive.inlab PAGE")
         return 2
     started = time.monotonic()
-    try:
-        page = registry.load(argv[0])
+    loaded: list[Page] = []
+
+    def prepare() -> int:
+        loaded.append(registry.load(argv[0]))
         machine.prepare()
-        capture = run_page(page)
+        return 0
+
+    def run(stream: TextIO) -> int:
+        capture = run_page(loaded[0])
+        capture["elapsed"] = round(time.monotonic() - started, 3)
+        json.dump(capture, stream)
+        return EXIT_CHECK_FAILED if not all(c["passed"] for c in capture["checks"]) else 0
+
+    status = _reporting(prepare)
+    if status:
+        return status
+    if os.getpid() == 1:
+        return _as_init(lambda stream: _reporting(lambda: run(stream)), out)
+    return _reporting(lambda: run(out))
+
+
+def _reporting(work: Callable[[], int]) -> int:
+    """work()'s exit status, or that of the error it raised, reported in one line."""
+    try:
+        return work()
     except Interrupted as exc:
         _fail(f"interrupted by {exc}; the lab was torn down")
         return EXIT_INTERRUPTED
@@ -229,9 +255,59 @@ def main(argv: list[str], out: TextIO = sys.stdout) -> int:
     except DeepDiveError as exc:
         _fail(str(exc))
         return 1
-    capture["elapsed"] = round(time.monotonic() - started, 3)
-    json.dump(capture, out)
-    return EXIT_CHECK_FAILED if not all(c["passed"] for c in capture["checks"]) else 0
+
+
+def _as_init(work: Callable[[TextIO], int], out: TextIO) -> int:
+    """Be the lab's init while a forked runner does `work`; its exit status.
+
+    PID 1 of a PID namespace adopts every orphaned process in it, and a process that
+    ended stays a zombie until its parent waits for it: the children of a page's daemons
+    (socat's `SYSTEM:` shells) piled up, and a wait for a count of processes saw them.
+    So PID 1 only reaps, as tini and catatonit do, and the page runs in a child whose own
+    children Python's subprocess waits for undisturbed. The runner's capture and last
+    error come back through a pipe. SIGINT, SIGTERM and SIGHUP are the runner's to
+    handle: the launcher signals the run's whole process group, runner included."""
+    global MAIN_PID, last_error
+    read_end, write_end = os.pipe()
+    runner = os.fork()
+    if runner == 0:
+        os.close(read_end)
+        MAIN_PID = os.getpid()
+        status = 1
+        try:
+            execute.die_with_parent()
+            text = io.StringIO()
+            status = work(text)
+            with os.fdopen(write_end, "w") as stream:
+                json.dump({"capture": text.getvalue(), "error": last_error}, stream)
+        except BaseException:
+            traceback.print_exc()  # a bug shows as it would without the fork
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(status)
+    os.close(write_end)
+    for signum in INTERRUPTS:
+        signal.signal(signum, signal.SIG_IGN)
+    received: list[str] = []
+    reader = threading.Thread(target=lambda: received.append(os.fdopen(read_end).read()), daemon=True)
+    reader.start()
+    while True:
+        pid, wait_status = os.wait()
+        if pid == runner:
+            break
+    reader.join()
+    status = os.waitstatus_to_exitcode(wait_status)
+    if status < 0:
+        status = 128 - status
+    try:
+        sent = json.loads(received[0])
+    except (IndexError, ValueError):
+        _fail(f"the page's runner ended with status {status} before it reported")
+        return status or 1
+    last_error = sent["error"]
+    out.write(sent["capture"])
+    return status
 
 
 def _capture_stream() -> TextIO:

@@ -193,3 +193,28 @@ def test_a_real_run_stops_at_a_command_that_exits_otherwise_than_declared(throwa
     with pytest.raises(DeepDiveError, match=rf"page labstatus, step run: `[\w ]+` exited {ran}, "
                                             rf"expected {expected}"):
         lab.run_host(page)
+
+
+ORPHANS = '''
+from deepdive.model import Page, cmd
+
+page = Page(name="orphans", title="Orphans")
+# Each shell leaves a sleep behind that ends after it: an orphan, adopted by the lab's PID 1.
+page.step("leave", "Leave orphans", *["sh -c 'sleep 0.2 & exit 0'"] * 3)
+page.step("look", "Look", "sleep 1", "ps -e -o stat=,comm=")
+
+
+@page.check("look", "no process of the lab is a zombie")
+def no_zombies(lab):
+    return not any(line.startswith("Z") for line in lab.output("ps -e -o stat=,comm=").splitlines())
+'''
+
+
+@pytest.mark.lab
+def test_the_lab_reaps_orphans_that_end(tmp_path, monkeypatch, host_lab):
+    """Orphans are PID 1's children; once they end, PID 1 waits for them, as an init does."""
+    monkeypatch.setenv("DEEPDIVE_SNIPPETS", str(tmp_path))
+    (tmp_path / "orphans.py").write_text(ORPHANS)
+    outcome = lab.run_host(registry.load("orphans", snippets=tmp_path))
+    listing = outcome.capture["steps"][-1]["commands"][-1]["stdout"]
+    assert "sleep" not in listing and outcome.failed_checks == [], listing
