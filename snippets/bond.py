@@ -7,7 +7,7 @@ import threading
 import time
 
 from deepdive.model import Needs, Page, cmd
-from deepdive.parse import answered
+from deepdive.parse import answered, indexes
 from deepdive.snapshot import find_link
 
 page = Page(
@@ -23,6 +23,11 @@ PING = "ip netns exec server ping -c 3 -i 0.2 -W 1 10.0.0.2"
 FDB = "bridge -n switch fdb show br br0 dynamic"
 # Each capture shows the echo requests that arrive from the server on one switch port.
 CAPTURE = "ip netns exec switch tcpdump -i {port} --immediate-mode -n -t -l 'icmp[icmptype] == icmp-echo'"
+# The first ARP request from the bond's MAC on sw1 once eth0 fails. Only requests: the
+# switch's own ARP entry for 10.0.0.1, made when the server asked for 10.0.0.2 and used
+# for its echo replies, is probed 5 s later, and the server's answer may come any time.
+GRATUITOUS = ("ip netns exec switch tcpdump -c 1 -i sw1 -e --immediate-mode -n -t -l"
+              " 'ether src 02:00:00:00:01:01 and arp[6:2] == 1'")
 XOR_TARGETS = ("10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5")
 
 page.step(
@@ -31,16 +36,19 @@ page.step(
     "ip -n switch addr add 10.0.0.2/24 dev br0",
     "ip -n switch link set br0 up",
 )
+# The cables come before the bond: then the switch numbers its ends 3 and 4 (br0 is 2)
+# and the server 2 and 3, so that `eth0@if3` shows the peer's index, not eth0's own.
 page.step(
-    "bond", "Create bond1 and give it two links to the switch",
-    "ip -n server link add bond1 type bond mode active-backup miimon 100",
+    "bond", "Cable two links to the switch, then create bond1 and give it both",
     *[c for i in (0, 1) for c in (
         f"ip link add eth{i} netns server address 02:00:00:00:01:0{i + 1} type veth"
         f" peer name sw{i} netns switch address 02:00:00:00:02:0{i + 1}",
         f"ip -n switch link set sw{i} master br0",
         f"ip -n switch link set sw{i} up",
-        f"ip -n server link set eth{i} master bond1",
     )],
+    "ip -n server link add bond1 type bond mode active-backup miimon 100",
+    "ip -n server link set eth0 master bond1",
+    "ip -n server link set eth1 master bond1",
     "ip -n server addr add 10.0.0.1/24 dev bond1",
     "ip -n server link set bond1 up",
     snapshot=True,
@@ -48,6 +56,7 @@ page.step(
 page.step(
     "show", "Look at the bond",
     "ip -n server link show",
+    "ip -n server -details link show bond1",
     PROC,
 )
 page.step(
@@ -57,11 +66,12 @@ page.step(
 )
 page.step(
     "failover", "Pull eth0's cable: the switch takes its end down",
+    cmd(GRATUITOUS, background=True, ready="listening on", until="1 packet captured"),
     "ip -n switch link set sw0 down",
     "sleep 0.5",
     PROC,
-    PING,
     FDB,
+    PING,
     snapshot=True,
 )
 page.step(
@@ -76,11 +86,20 @@ page.step(
     PROC,
 )
 page.step(
-    "xor", "Rebuild bond1 in balance-xor mode, and give the switch more addresses",
+    "release", "Change the mode: the bond has to go, and its slaves come out down",
     cmd("ip -n server link set bond1 type bond mode balance-xor", rc=2),
     "ip -n server link del bond1",
     "ip -n server link show eth1",
+)
+page.step(
+    "enslave", "Create the new bond1, and try to give it eth1 while eth1 is up",
     "ip -n server link add bond1 type bond mode balance-xor xmit_hash_policy layer2+3 miimon 100",
+    "ip -n server link set eth1 up",
+    cmd("ip -n server link set eth1 master bond1", rc=2),
+    "ip -n server link set eth1 down",
+)
+page.step(
+    "xor", "Give bond1 both links, its address, and the switch more addresses",
     "ip -n server link set eth0 master bond1",
     "ip -n server link set eth1 master bond1",
     "ip -n server addr add 10.0.0.1/24 dev bond1",
@@ -112,6 +131,15 @@ def bonding(text: str) -> dict[str, dict[str, str]]:
     return sections
 
 
+def ran(lab, text: str, step: str) -> bool:
+    """Whether step `step` ran a command whose text contains `text`."""
+    try:
+        lab.result(text, step=step)
+    except LookupError:
+        return False
+    return True
+
+
 def proc(lab, step: str) -> dict[str, dict[str, str]]:
     return bonding(lab.output("/proc/net/bonding/bond1", step=step))
 
@@ -137,6 +165,31 @@ def _(lab):
         p["eth1"]["Permanent HW addr"] == "02:00:00:00:01:02"
 
 
+@page.check("show", "In `eth0@if3`, 3 is the index of eth0's peer sw0 in switch; eth0 itself is link 2 of server")
+def _(lab):
+    own, peer = lab.link("server", "eth0"), lab.link("switch", "sw0")
+    return own["peer"] == {"node": "switch", "name": "sw0"} and own["index"] != peer["index"] and \
+        indexes(lab.output("-n server link show", step="show"), "eth0") == (own["index"], peer["index"])
+
+
+@page.check("show", "eth0 and eth1 are UP though no command of the page set them up: the bond opened them "
+                    "when it took them")
+def _(lab):
+    shown = lab.output("-n server link show", step="show")
+    flags = re.findall(r"^\d+: (eth[01])@if\d+: <([^>]*)>", shown, re.M)
+    return sorted(flags) == [("eth0", "BROADCAST,MULTICAST,SLAVE,UP,LOWER_UP"),
+                             ("eth1", "BROADCAST,MULTICAST,SLAVE,UP,LOWER_UP")] and \
+        not any(ran(lab, f"link set {link} up", step) for link in ("eth0", "eth1")
+                for step in ("nodes", "switch", "bond", "show"))
+
+
+@page.check("show", "`ip -details` shows the bond's settings, and that it will send one gratuitous ARP "
+                    "on a failover: `num_grat_arp 1`")
+def _(lab):
+    shown = lab.output("-details link show bond1", step="show")
+    return "bond mode active-backup active_slave eth0 miimon 100 " in shown and " num_grat_arp 1 " in shown
+
+
 @page.check("show", "eth0, the first slave, is the active one; both links are up")
 def _(lab):
     p = proc(lab, "show")
@@ -158,7 +211,16 @@ def _(lab):
         p["eth0"]["Link Failure Count"] == "1" and p["eth1"]["MII Status"] == "up"
 
 
-@page.check("failover", "Pings still get through, and the switch now finds the bond's MAC behind sw1")
+@page.check("failover", "On becoming active, eth1 sent a gratuitous ARP: a broadcast from the bond's MAC "
+                        "asking for the bond's own address 10.0.0.1")
+def _(lab):
+    seen = lab.output("tcpdump -c 1 -i sw1", step="failover").splitlines()
+    return seen == ["02:00:00:00:01:01 > ff:ff:ff:ff:ff:ff, ethertype ARP (0x0806), length 42: "
+                    "Request who-has 10.0.0.1 tell 10.0.0.1, length 28"]
+
+
+@page.check("failover", "Before any ping, the switch already finds the bond's MAC behind sw1, where the "
+                        "gratuitous ARP came in; pings then get through")
 def _(lab):
     fdb = lab.output(FDB, step="failover").splitlines()
     return answered(lab.output(PING, step="failover"), "10.0.0.2", 3) and \
@@ -208,14 +270,30 @@ def _(lab):
         after["bond"]["Currently Active Slave"] == "eth0"
 
 
-@page.check("xor", "The kernel refuses to change the mode of a bond that has slaves")
+@page.check("release", "The kernel refuses to change the mode of a bond that has slaves")
 def _(lab):
-    return "because the bond device has slaves" in lab.result("set bond1 type bond mode", step="xor").stderr
+    return "because the bond device has slaves" in lab.result("set bond1 type bond mode", step="release").stderr
 
 
-@page.check("xor", "Released from the bond, eth1 has its own MAC address 02:00:00:00:01:02 again")
+@page.check("release", "Released from the bond, eth1 is down (no UP flag, `state DOWN`) and has its own MAC "
+                       "address 02:00:00:00:01:02 again")
 def _(lab):
-    return "link/ether 02:00:00:00:01:02 " in lab.output("link show eth1", step="xor")
+    shown = lab.output("link show eth1", step="release")
+    return re.search(r"^\d+: eth1@if\d+: <BROADCAST,MULTICAST> .* state DOWN ", shown, re.M) is not None and \
+        "link/ether 02:00:00:00:01:02 " in shown and not lab.link("server", "eth1")["up"]
+
+
+@page.check("enslave", "The bond refuses a link that is up: \"Device can not be enslaved while up\"")
+def _(lab):
+    refused = lab.result("set eth1 master bond1", step="enslave")
+    return refused.rc == 2 and "Device can not be enslaved while up" in refused.stderr
+
+
+@page.check("xor", "Taken down, eth1 joins bond1, and the bond opened it: eth1 is up again with no command "
+                   "setting it up since")
+def _(lab):
+    eth1 = lab.link("server", "eth1")
+    return eth1["up"] and eth1["master"] == "bond1" and not ran(lab, "link set eth1 up", "xor")
 
 
 @page.check("xor", "bond1 is now in balance-xor mode with the layer2+3 hash, both links up and no single active one")
