@@ -5,7 +5,7 @@ Run with `invoke lab.run --page vxlan`; the page is docs/interfaces/vxlan.md.
 import re
 
 from deepdive.model import Needs, Page, cmd
-from deepdive.parse import answered, learned, neighbour, replies
+from deepdive.parse import answered, indexes, learned, neighbour, replies
 
 page = Page(
     name="vxlan",
@@ -156,11 +156,9 @@ def _(lab):
 
 @page.check("show", "In `eth0@if5`, 5 is the index of eth0's peer in server2; server1's eth0 itself is link 2")
 def _(lab):
-    state = links(lab)
-    own, peer = state["server1", "eth0"]["index"], state["server2", "eth0"]["index"]
-    shown = lab.output("-n server1 link show", step="show")
-    return own != peer and f"\n{own}: eth0@if{peer}: " in shown and state["server1", "eth0"]["peer"] == \
-        {"node": "server2", "name": "eth0"}
+    own, peer = lab.link("server1", "eth0"), lab.link("server2", "eth0")
+    return own["peer"] == {"node": "server2", "name": "eth0"} and own["index"] != peer["index"] and \
+        indexes(lab.output("-n server1 link show", step="show"), "eth0") == (own["index"], peer["index"])
 
 
 @page.check("show", "`ip -details` shows VNI 100, the remote and local endpoints, the underlay device and port 4789")
