@@ -108,6 +108,8 @@ page.step(
 # the underlay; no later step captures there.
 page.step(
     "underlay6", "The same tunnel over an IPv6 underlay",
+    # Refused while IPv6 is off on eth0 (no MAC given: the link is never made).
+    cmd("ip -n server1 link add vx6 type vxlan id 600 local fd00::1 remote fd00::2 dev eth0 dstport 4789", rc=2),
     "ip netns exec server1 sysctl -w net.ipv6.conf.eth0.disable_ipv6=0",
     "ip -n server1 link add vx6 address 02:00:00:00:01:06 type vxlan"
     " id 600 local fd00::1 remote fd00::2 dev eth0 dstport 4789",
@@ -285,6 +287,14 @@ def _(lab):
     frames_seen = outer(lab.output("-i eth0", step="toobig"))
     return re.search(r"cache expires \d+sec mtu 1450", lab.output("route get 10.0.2.2", step="toobig")) is not None and \
         second.rc == 1 and "message too long, mtu=1450" in second.stdout + second.stderr and len(frames_seen) == 6
+
+
+@page.check("underlay6", "With IPv6 off on eth0, the kernel refuses vx6, a vxlan device with IPv6 endpoints on it: "
+                         "\"IPv6 support disabled by administrator\"; with IPv6 on, the same device is made")
+def _(lab):
+    refused = lab.result("link add vx6 type vxlan", step="underlay6")
+    return refused.rc == 2 and "IPv6 support disabled by administrator" in refused.stderr and \
+        lab.link("server1", "vx6")["mtu"] == 1430
 
 
 @page.check("underlay6", "Over an IPv6 underlay the kernel takes 70 bytes off: vx6 gets an MTU of 1430 on the same "
