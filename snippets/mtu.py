@@ -119,6 +119,7 @@ page.step(
     BIG,
     "wc -c /run/got",
     "ip -n pod2 route get 10.244.1.2",
+    "ip -n pod2 route show cache",
     "ip netns exec pod2 sysctl net.ipv4.route.mtu_expires",
 )
 page.step(
@@ -215,14 +216,20 @@ def _(lab):
             and lab.output("mtu_expires", step="pmtud").strip() == "net.ipv4.route.mtu_expires = 600")
 
 
-@page.check("ping", "A 1500-byte ping with DF set gets \"Frag needed and DF set (mtu = 1450)\" from "
+@page.check("ping", "pod1 has no route exception before (`ip route show cache` prints none, where it listed "
+                    "pod2's); a 1500-byte ping with DF set gets \"Frag needed and DF set (mtu = 1450)\" from "
                     "10.244.1.1; pod1 then caches mtu 1450 for pod2 and refuses the next one itself")
 def _(lab):
-    before = lab.result("route show cache", step="ping")
+    # `ip route show cache` lists route exceptions: pod2's, learned in step pmtud, shows
+    # that an empty list in pod1 means none, not a command that prints nothing.
+    listed = lab.output("ip -n pod2 route show cache", step="pmtud")
+    before = lab.result("ip -n pod1 route show cache", step="ping")
     after = lab.output("ip -n pod1 route get 10.244.2.2", step="ping")
     first = lab.output(BIG_PING, step="ping")
     second = lab.result(BIG_PING.replace("-c 1", "-c 2 -i 0.2"), step="ping")
     return ("From 10.244.1.1 icmp_seq=1 Frag needed and DF set (mtu = 1450)" in first
+            and re.search(r"^10\.244\.1\.2 via 10\.244\.2\.1 dev eth0\b[^\n]*\n\s+cache expires \d+sec mtu 1450",
+                          listed, re.M) is not None
             and before.rc == 0 and before.stdout == "" and "cache expires" in after and "mtu 1450" in after
             and "local error: message too long, mtu=1450" in second.stdout + second.stderr)
 
