@@ -38,7 +38,7 @@ page.step(
     "ip netns list",
     f"ip -n {POD} link",
     f"ip -n {POD} addr",
-    f"ip -n {POD} route",
+    f"ip -n {POD} route show table all",
 )
 page.step(
     "mount", "The name is a bind mount",
@@ -134,13 +134,14 @@ def inode(text: str) -> str:
     return found[0]
 
 
-@page.check("add", "The new namespace is listed, holds only lo, down and without an address, and no route")
+@page.check("add", "The new namespace is listed, holds only lo, down and without an address, and no route in "
+                   "any table")
 def _(lab):
     links = lab.output(f"ip -n {POD} link", step="add")
     return (lab.output("ip netns list", step="add").split() == [POD]
             and links.count(": <") == 1 and "1: lo: <LOOPBACK>" in links and "state DOWN" in links
             and "inet" not in lab.output(f"ip -n {POD} addr", step="add")
-            and lab.output(f"ip -n {POD} route", step="add").strip() == "")
+            and lab.output(f"ip -n {POD} route show table all", step="add").strip() == "")
 
 
 @page.check("mount", "/run/netns/NAME is an nsfs mount of the namespace that a process inside it sees as "
