@@ -39,6 +39,11 @@ AT_NODE2 = route_get(2, "10.244.2.2", "10.244.1.2", "eth0")
 SPOOF = route_get(1, "10.244.2.2", SPOOFED, "cni0")
 PING = "ip netns exec pod-1a ping -c 1 -W 1 10.244.2.2"
 COUNTERS = "ip netns exec node{} nstat -asz IpInAddrErrors IpForwDatagrams"
+# What pod-1a's own IP layer counted: packets handed to it to send, and sends refused
+# for want of a route.
+POD_SENDS = "ip netns exec pod-1a nstat -asz IpOutRequests IpOutNoRoutes"
+SPOOF_PING = f"ip netns exec pod-1a ping -c 1 -W 1 -I {SPOOFED} 10.244.2.2"
+RP_DROPS = "ip netns exec node1 nstat -asz TcpExtIPReversePathFilter"
 
 page.step(
     "start", "Start both nodes as a freshly booted machine",
@@ -86,6 +91,7 @@ page.step(
     "no-default", "A pod without a default route",
     "ip -n pod-1a route",
     cmd(PING, rc=2),
+    POD_SENDS,
     cmd("ip -n pod-1a route get 10.244.2.2", rc=2),
 )
 page.step(
@@ -136,6 +142,11 @@ page.step(
     FROM_POD,
     cmd(SPOOF, rc=2),
     "ip netns exec node1 sysctl net.ipv4.conf.cni0.rp_filter",
+    # A real packet from the claimed address: pod-1a takes 10.244.2.99 as a second
+    # address, and ping sends from it.
+    f"ip -n pod-1a addr add {SPOOFED}/32 dev eth0",
+    cmd(SPOOF_PING, rc=1),
+    RP_DROPS,
 )
 page.step(
     "rp-loose", "Reverse path filtering, loose",
@@ -144,10 +155,12 @@ page.step(
     cmd(route_get(1, "10.244.2.2", "10.99.0.1", "cni0"), rc=2),
 )
 
-def counters(lab, node: int, step: str) -> dict[str, int]:
-    """node's IP counters as nstat printed them in `step`: {"IpInAddrErrors": 1, ...}."""
-    shown = lab.output(COUNTERS.format(node), step=step)
-    return {m[1]: int(m[2]) for m in re.finditer(r"(?m)^(Ip\w+) +(\d+) ", shown)}
+def counters(lab, node: int | str, step: str) -> dict[str, int]:
+    """The counters an `nstat -asz` command printed in `step`: {"IpInAddrErrors": 1, ...};
+    `node` is a node's number (its COUNTERS command) or the command itself."""
+    command = COUNTERS.format(node) if isinstance(node, int) else node
+    shown = lab.output(command, step=step)
+    return {m[1]: int(m[2]) for m in re.finditer(r"(?m)^([A-Z]\w+) +(\d+) ", shown)}
 
 
 def failed(lab, command: str, step: str) -> str:
@@ -156,11 +169,14 @@ def failed(lab, command: str, step: str) -> str:
 
 
 @page.check("no-default", "Without a default route the pod's own kernel refuses to send to another node's pod: "
-                          "ping fails at connect with \"Network is unreachable\" and sends nothing")
+                          "ping fails at connect with \"Network is unreachable\", the pod counts the refusal in IpOutNoRoutes "
+                          "and has sent no IPv4 packet at all (IpOutRequests 0)")
 def _(lab):
     ping = lab.result(PING, step="no-default")
+    sends = counters(lab, POD_SENDS, "no-default")
     return ("default" not in lab.output("ip -n pod-1a route", step="no-default")
             and ping.stderr.strip() == "ping: connect: Network is unreachable" and transmitted(ping.stdout) == 0
+            and sends.get("IpOutNoRoutes", 0) >= 1 and sends.get("IpOutRequests") == 0
             and failed(lab, "ip -n pod-1a route get", "no-default") == "RTNETLINK answers: Network is unreachable")
 
 
@@ -208,13 +224,14 @@ def _(lab):
 
 
 @page.check("both", "With forwarding on in both nodes the pods reach each other, two hops away (ttl 62), and "
-                    "node2 delivers to 10.244.2.2 on cni0")
+                    "node2 delivers to 10.244.2.2 on cni0; node1 has forwarded 5 packets: the one node2 dropped, "
+                    "then two requests and two replies")
 def _(lab):
     ping = lab.output(PING, step="both")
     return (answered(ping, "10.244.2.2") and "ttl=62" in ping
             and answered(lab.output("ping -c 1 -W 1 10.244.1.2", step="both"), "10.244.1.2")
             and "10.244.2.2 from 10.244.1.2 dev cni0" in lab.output(AT_NODE2, step="both")
-            and counters(lab, 1, "both").get("IpForwDatagrams", 0) >= 2)
+            and counters(lab, 1, "both") == {"IpInAddrErrors": 1, "IpForwDatagrams": 5})
 
 
 @page.check("rp-strict", "Strict reverse path filtering on node1 refuses a packet on cni0 from 10.244.2.99, an "
@@ -224,6 +241,14 @@ def _(lab):
     return ("10.244.2.2 from 10.244.1.2 via 192.168.50.2 dev eth0" in lab.output(FROM_POD, step="rp-strict")
             and failed(lab, SPOOF, "rp-strict") == "RTNETLINK answers: Invalid argument"
             and lab.output("conf.cni0.rp_filter", step="rp-strict").strip() == "net.ipv4.conf.cni0.rp_filter = 0")
+
+
+@page.check("rp-strict", "A real packet from 10.244.2.99 on cni0 is dropped without a word: ping gets no reply "
+                         "and no error, and node1 counts the drop in TcpExtIPReversePathFilter")
+def _(lab):
+    ping = lab.output(SPOOF_PING, step="rp-strict")
+    return (transmitted(ping) == 1 and received(ping) == 0 and "From " not in ping and "errors" not in ping
+            and counters(lab, RP_DROPS, "rp-strict") == {"TcpExtIPReversePathFilter": 1})
 
 
 @page.check("rp-loose", "Loose mode takes 10.244.2.99 from cni0, since node1 has a route to it on some "
