@@ -16,12 +16,22 @@ page = Page(
     title="br_netfilter and hairpin mode",
     nodes=("pod-a", "pod-b"),
     needs=Needs(kinds=("bridge", "veth"), features=("br_netfilter", "nat", "conntrack"),
-                tools=("iptables", "conntrack", "socat", "ping", "bridge", "sysctl", "setsid", "ss")),
+                tools=("iptables", "conntrack", "socat", "ping", "bridge", "sysctl", "setsid", "ss", "nstat")),
+    masks=[
+        # How many resets pod-a sent, and how many packets the node routed, follow the
+        # TCP retransmissions of the connections that time out.
+        (r"(?m)^(TcpOutRsts|IpForwDatagrams)( +)\d+ +", r"\1\2<n> "),
+    ],
 )
 
 PODS = {"pod-a": ("a", "10.244.1.2"), "pod-b": ("b", "10.244.1.3")}
 TO_B = "ip netns exec pod-a ping -c 1 -W 1 10.244.1.3"
 TO_A = "ip netns exec pod-b ping -c 1 -W 1 10.244.1.2"
+# A FORWARD rule without a target only counts: it matches a frame bridged from veth-a to
+# veth-b, with the bridge itself as the input and output interface.
+BRIDGED = "FORWARD -i cni0 -o cni0 -m physdev --physdev-in veth-a --physdev-out veth-b"
+RESETS = "ip netns exec pod-a nstat -asz TcpOutRsts"
+ROUTED = "nstat -asz IpForwDatagrams"
 # A Service whose one endpoint is pod-b, and one whose one endpoint is pod-a itself.
 SERVICE_B, SERVICE_A = "10.96.0.10", "10.96.0.11"
 
@@ -77,8 +87,10 @@ page.step(
 page.step(
     "drop", "A FORWARD policy of DROP",
     "iptables -P FORWARD DROP",
+    f"iptables -A {BRIDGED}",
     cmd(TO_B, rc=1),
     "iptables -L FORWARD -v -n",
+    f"iptables -D {BRIDGED}",
 )
 page.step(
     "switches", "The two switches: the sysctl and the bridge's own option",
@@ -110,6 +122,7 @@ page.step(
     TO_B,
     TO_A,
     "iptables -L FORWARD -v -n",
+    "iptables -L KUBE-FORWARD -v -n",
 )
 page.step(
     "service-off", "A Service between the two pods, with the switch off",
@@ -117,6 +130,7 @@ page.step(
     "sysctl -w net.bridge.bridge-nf-call-iptables=0",
     cmd(call(SERVICE_B), rc=1),
     f"conntrack -L -p tcp --orig-dst {SERVICE_B}",
+    RESETS,
 )
 page.step(
     "service-on", "The same Service with the switch on",
@@ -140,12 +154,16 @@ page.step(
     "bridge -d link show dev veth-a",
     call(SERVICE_A),
     cmd(f"conntrack -L -p tcp --orig-dst {SERVICE_A} --state TIME_WAIT", until="TIME_WAIT"),
+    # How many packets the node has routed so far; the next step reads it again.
+    ROUTED,
 )
 page.step(
     "routed", "Hairpin mode off again, and br_netfilter's switch off",
     "bridge link set dev veth-a hairpin off",
     "sysctl -w net.bridge.bridge-nf-call-iptables=0",
+    "bridge -d link show dev veth-a",
     call(SERVICE_A),
+    ROUTED,
 )
 
 
@@ -187,12 +205,32 @@ def _(lab):
     return lab.output("iptables -S FORWARD", step="show").splitlines() == ["-P FORWARD ACCEPT"]
 
 
+def rule_packets(chain: str, match: str) -> int:
+    """The packet count of the one rule of an `iptables -L -v -n` listing whose row
+    contains `match`."""
+    rows = [line.split() for line in chain.splitlines() if match in line]
+    if len(rows) != 1:
+        raise ValueError(f"expected one rule with {match!r} in {chain!r}")
+    return int(rows[0][0])
+
+
+def nstat(lab, command: str, step: str) -> int:
+    """The one counter an `nstat -asz NAME` command printed in `step`."""
+    return int(lab.output(command, step=step).splitlines()[1].split()[1])
+
+
 @page.check("drop", "With the policy DROP the ping between two pods on the same bridge gets no answer, "
                     "and FORWARD's policy counted exactly that one 84-byte echo request")
 def _(lab):
     chain = lab.output("iptables -L FORWARD", step="drop")
     return (pings(lab, TO_B, "drop") == (1, 0)
             and "(policy DROP 1 packets, 84 bytes)" in chain)
+
+
+@page.check("drop", "The bridged echo request met FORWARD with cni0 as both its input and output interface, "
+                    "and the physdev match saw the ports it came in on and went out of: veth-a and veth-b")
+def _(lab):
+    return rule_packets(lab.output("iptables -L FORWARD", step="drop"), "PHYSDEV match") == 1
 
 
 @page.check("switches", "With the sysctl at 0 the bridge no longer asks iptables and the ping passes; "
@@ -218,15 +256,19 @@ def _(lab):
     return (answered(lab.output(TO_B, step="flannel-fwd"), "10.244.1.3")
             and answered(lab.output(TO_A, step="flannel-fwd"), "10.244.1.2")
             and counted == {"KUBE-FORWARD": 5, "FLANNEL-FWD": 2}
-            and "(policy DROP 3 packets, 252 bytes)" in chain)
+            and "(policy DROP 3 packets, 252 bytes)" in chain
+            and rule_packets(lab.output("iptables -L KUBE-FORWARD", step="flannel-fwd"),
+                           "ctstate RELATED,ESTABLISHED") == 2)
 
 
 @page.check("service-off", "With the switch off, pod-a's connection to the Service times out: the node "
-                           "DNATed the SYN to pod-b, and conntrack never saw pod-b's answer")
+                           "DNATed the SYN to pod-b, and conntrack never saw pod-b's answer, which reached pod-a "
+                           "from 10.244.1.3 and was refused with a reset")
 def _(lab):
     ct = lab.output("conntrack -L", step="service-off")
     return (timed_out(lab, SERVICE_B, "service-off")
-            and "SYN_SENT" in ct and "[UNREPLIED] src=10.244.1.3 dst=10.244.1.2 sport=80" in ct)
+            and "SYN_SENT" in ct and "[UNREPLIED] src=10.244.1.3 dst=10.244.1.2 sport=80" in ct
+            and nstat(lab, RESETS, "service-off") >= 1)
 
 
 @page.check("service-on", "With the switch on, pod-b answers through the Service, and conntrack saw the "
@@ -254,8 +296,15 @@ def _(lab):
             and "src=10.244.1.2 dst=10.244.1.1 sport=80" in ct)
 
 
+@page.check("hairpin-on", "Frames bridged through br_netfilter are not counted as routed: IpForwDatagrams "
+                         "holds only the SYNs the node routed with the switch off, one per reset pod-a sent")
+def _(lab):
+    return nstat(lab, ROUTED, "hairpin-on") == nstat(lab, RESETS, "service-off")
+
+
 @page.check("routed", "With br_netfilter's switch off, the same hairpin connection works with hairpin off: "
-                      "the node routed it, and cni0 sent it out as a frame of its own")
+                      "the node routed it (its IpForwDatagrams grew), and cni0 sent it out as a frame of its own")
 def _(lab):
     return (answer(lab, SERVICE_A, "routed") == "pod-a"
-            and "hairpin off " in lab.run("bridge -d link show dev veth-a").stdout)
+            and "hairpin off " in lab.output("bridge -d link show dev veth-a", step="routed")
+            and nstat(lab, ROUTED, "routed") > nstat(lab, ROUTED, "hairpin-on"))
