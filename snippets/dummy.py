@@ -28,6 +28,7 @@ page.step(
     "show", "Look at it",
     "ip -n node -details link show dummy0",
     "ip -n node addr show dummy0",
+    "ip -n node route show dev dummy0",
 )
 page.step(
     "local", "Ping its address from the same namespace",
@@ -43,6 +44,21 @@ page.step(
     "ip -n node route show table local dev dummy0",
     "ip -n node route show dev dummy0",
     "ip -n node link set dummy0 up",
+)
+# A cable pulled is carrier lost, not the link set down: dummy1 is told its carrier is
+# gone. The kernel marks the routes through it `linkdown` when it handles the change, a
+# moment later and in the background; `until` waits for that. dummy1 is then removed.
+page.step(
+    "carrier", "Take dummy1's carrier away, as a pulled cable would",
+    "ip -n node link add dummy1 address 02:00:00:00:00:03 type dummy",
+    "ip -n node addr add 10.0.1.1/24 dev dummy1",
+    "ip -n node link set dummy1 up",
+    "ip -n node link set dummy1 carrier off",
+    cmd("ip -n node route show dev dummy1", until="linkdown"),
+    "ip -n node link show dummy1",
+    "ip netns exec node ping -c 1 -W 1 10.0.1.1",
+    "ip -n node route get 10.0.1.7",
+    "ip -n node link del dummy1",
 )
 page.step(
     "route", "Route a prefix into the dummy",
@@ -147,7 +163,20 @@ def _(lab):
     return "state DOWN" in shown and "inet 10.0.0.1/24 " in shown and \
         answered(lab.output("ping -c 1 -W 1 10.0.0.1", step="down"), "10.0.0.1") and \
         "local 10.0.0.1 proto kernel scope host src 10.0.0.1" in lab.output("table local dev dummy0", step="down") and \
+        lab.output("ip -n node route show dev dummy0", step="show").startswith(
+            "10.0.0.0/24 proto kernel scope link src 10.0.0.1") and \
         lab.output("ip -n node route show dev dummy0", step="down").strip() == ""
+
+
+@page.check("carrier", "With its carrier off, dummy1 stays up (NO-CARRIER, UP) in state DOWN, its route to "
+                       "10.0.1.0/24 stays, marked linkdown, the kernel still picks it, and 10.0.1.1 answers")
+def _(lab):
+    shown = lab.output("link show dummy1", step="carrier")
+    return re.search(r"<NO-CARRIER,[A-Z,]*,UP> .* state DOWN ", shown) is not None and \
+        lab.output("route show dev dummy1", step="carrier").startswith(
+            "10.0.1.0/24 proto kernel scope link src 10.0.1.1 linkdown") and \
+        lab.output("route get 10.0.1.7", step="carrier").startswith("10.0.1.7 dev dummy1 src 10.0.1.1 ") and \
+        answered(lab.output("ping -c 1 -W 1 10.0.1.1", step="carrier"), "10.0.1.1")
 
 
 @page.check("route", "`ip route get` sends 198.51.100.7 out of dummy0, with dummy0's address as source")
