@@ -88,3 +88,10 @@ def snippet_module(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def page_masks(name: str):
+    """The page's own masks (Page(masks=...)), compiled as the lab compares with them."""
+    from deepdive import registry
+    from deepdive.masking import compile_masks
+    return compile_masks(registry.load(name).masks)

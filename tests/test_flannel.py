@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from deepdive import registry
-from deepdive.masking import compile_masks, mask_text
+from conftest import page_masks
+from deepdive.masking import mask_text
 
 
 @pytest.fixture(scope="module")
 def masks():
-    return compile_masks(registry.load("flannel").masks)
+    return page_masks("flannel")
 
 
 @pytest.mark.parametrize("text, shown", [

@@ -3,21 +3,16 @@ refuses bad arguments in one line, its count of the rules a traced packet was co
 with follows netfilter's order, and its masks hide what changes between runs only."""
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 
-from deepdive import registry
-from deepdive.masking import compile_masks, mask_text
+from conftest import page_masks, snippet_module
+from deepdive.masking import mask_text
 from snippets.programs import kube_services as ks
 
 
 @pytest.fixture(scope="module")
 def snippet():
-    spec = importlib.util.spec_from_file_location("kpc", registry.SNIPPETS / "kube-proxy-compare.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return snippet_module("kube-proxy-compare")
 
 
 # --- the generator ----------------------------------------------------------------------
@@ -125,7 +120,7 @@ def test_a_trace_that_ends_inside_a_chain_is_an_error(snippet):
 
 @pytest.fixture(scope="module")
 def masks():
-    return compile_masks(registry.load("kube-proxy-compare").masks)
+    return page_masks("kube-proxy-compare")
 
 
 @pytest.mark.parametrize("text, shown", [

@@ -3,22 +3,16 @@ probabilities and its mark as kube-proxy formats them, its rules in kube-proxy's
 and its masks hide what is random by design and nothing the page fixes."""
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 
-from deepdive import registry
-from deepdive.masking import compile_masks, mask_text
+from conftest import page_masks, snippet_module
+from deepdive.masking import mask_text
 
 
 @pytest.fixture(scope="module")
 def kp():
     """The snippet as a module, for its helpers."""
-    spec = importlib.util.spec_from_file_location("snippets.kube_proxy_iptables",
-                                                  registry.SNIPPETS / "kube-proxy-iptables.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return snippet_module("kube-proxy-iptables")
 
 
 def test_chain_names_are_kube_proxys_own(kp):
@@ -73,7 +67,7 @@ def test_packets_reads_the_counter_column(kp):
 
 @pytest.fixture(scope="module")
 def masks():
-    return compile_masks(registry.load("kube-proxy-iptables").masks)
+    return page_masks("kube-proxy-iptables")
 
 
 @pytest.mark.parametrize("text, shown", [

@@ -13,10 +13,10 @@ import sys
 
 import pytest
 
-from conftest import ROOT, caller_state
+from conftest import ROOT, caller_state, page_masks
 from deepdive import cli, features, lab, registry
 from deepdive.features import ABSENT, FEATURES
-from deepdive.masking import compile_masks, mask_text
+from deepdive.masking import mask_text
 from deepdive.model import DeepDiveError
 
 PAGE = "kube-proxy-ipvs"
@@ -113,7 +113,7 @@ def test_this_kernel_refuses_it_before_anything_is_created():
 
 @pytest.fixture(scope="module")
 def masks():
-    return compile_masks(registry.load(PAGE).masks)
+    return page_masks(PAGE)
 
 
 @pytest.mark.parametrize("text, shown", [

@@ -2,20 +2,15 @@
 the ports masquerading picks at random and nothing the page fixes."""
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 
-from deepdive import registry
-from deepdive.masking import compile_masks, mask_text
+from conftest import page_masks, snippet_module
+from deepdive.masking import mask_text
 
 
 @pytest.fixture(scope="module")
 def snippet():
-    spec = importlib.util.spec_from_file_location("kpn", registry.SNIPPETS / "kube-proxy-nftables.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return snippet_module("kube-proxy-nftables")
 
 
 @pytest.mark.parametrize("name, expected", [
@@ -47,7 +42,7 @@ def test_the_vmap_lists_endpoints_in_order(snippet):
 
 @pytest.fixture(scope="module")
 def masks():
-    return compile_masks(registry.load("kube-proxy-nftables").masks)
+    return page_masks("kube-proxy-nftables")
 
 
 @pytest.mark.parametrize("text, shown", [

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from deepdive import registry
-from deepdive.masking import compile_masks, mask_text
+from conftest import page_masks
+from deepdive.masking import mask_text
 from deepdive.parse import link_local
 
 
 @pytest.fixture(scope="module")
 def masks():
-    return compile_masks(registry.load("pod-sandbox").masks)
+    return page_masks("pod-sandbox")
 
 
 @pytest.mark.parametrize("mac", ["d6:02:86:05:6e:9f", "02:00:5a:01:02:03", "0a:00:00:00:00:01", "fe:ff:ff:ff:ff:ff"])

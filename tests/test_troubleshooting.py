@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import importlib
 
 import pytest
+
+from conftest import snippet_module
 
 
 @pytest.fixture(scope="module")
 def ts():
     """The snippet as a module, for its helpers."""
-    return importlib.import_module("snippets.troubleshooting")
+    return snippet_module("troubleshooting")
 
 
 def kube_proxy_sep(endpoint: str) -> str:
