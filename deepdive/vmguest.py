@@ -102,7 +102,6 @@ def run_page(name: str, out: Path) -> None:
         (out / f"{name}.error").write_text(envelope["error"] + "\n")
         return
     result = envelope["capture"]
-    result.pop("elapsed", None)
     capture = lab.with_meta(result, lab="vm")
     (out / f"{name}.json").write_text(json.dumps({"capture": capture,
                                                   "seconds": time.monotonic() - started}))
