@@ -98,6 +98,11 @@ FEATURES: dict[str, Feature] = {
 }
 
 
+# Features no user namespace can grant: they need CAP_BPF or CAP_NET_ADMIN in the
+# machine's own user namespace, so a page that needs one runs as root only.
+ROOT_ONLY = frozenset({"bpf", "nf_large_batch"})
+
+
 def tools_for(names: tuple[str, ...]) -> list[str]:
     """Programs the probes of these features run, in order, each once."""
     return list(dict.fromkeys(t for n in names for t in FEATURES[n].tools))

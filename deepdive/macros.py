@@ -35,6 +35,8 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 from deepdive import capture as _capture  # noqa: E402
+from deepdive import reproduce as _reproduce  # noqa: E402
+from deepdive import registry as _registry  # noqa: E402
 from deepdive.model import PAGE_NAME_RE, DeepDiveError  # noqa: E402
 
 MACROS = ("step", "diagram", "checks", "captured")
@@ -76,8 +78,12 @@ def render_step(capture: dict[str, Any], step_id: str) -> str:
             f'</figure>')
 
 
-def render_checks(capture: dict[str, Any]) -> str:
-    """Each claim with ✓ or ✗ and the step it was tested after."""
+def render_checks(capture: dict[str, Any], shown: set[str] | None = None) -> str:
+    """Each claim with ✓ or ✗ and the step it was tested after.
+
+    `shown`: ids of the steps the page shows (reproduce.shown_steps); a claim's step
+    among them is linked to its anchor, step-PAGE-ID; one not shown is said to be so,
+    never linked, so no link points at an anchor the page lacks. None: no links."""
     titles = {s["id"]: s["title"] for s in capture["steps"]}
     if not capture.get("checks"):
         raise DeepDiveError(f"page {capture['page']}: its capture records no checks; "
@@ -87,11 +93,16 @@ def render_checks(capture: dict[str, Any]) -> str:
         passed = bool(c.get("passed"))
         mark = "&#10003;" if passed else "&#10007;"
         word = "passed" if passed else "failed"
-        after = titles.get(c.get("after", ""), c.get("after", ""))
+        step_id = c.get("after", "")
+        after = f'&#8220;{_inline(titles.get(step_id, step_id))}&#8221;'
+        if shown is not None and step_id in shown:
+            after = f'<a href="#{_text(_step_anchor(capture["page"], step_id))}">{after}</a>'
+        elif shown is not None:
+            after += " (not shown on this page)"
         items.append(
             f'<li class="dd-check dd-{word}"><span class="dd-mark" title="{word}">{mark}</span> '
             f'<span class="dd-claim">{_inline(c["claim"])}</span> '
-            f'<span class="dd-after">tested after the step &#8220;{_inline(after)}&#8221;: {word}</span></li>')
+            f'<span class="dd-after">tested after the step {after}: {word}</span></li>')
     return f'<ul class="dd-checks" id="{_text("checks-" + capture["page"])}">{"".join(items)}</ul>'
 
 
@@ -159,6 +170,11 @@ def render_diagram(capture: dict[str, Any], step_id: str, docs_dir: Path, page_u
 
 # --- helpers -------------------------------------------------------------------------
 
+def _step_anchor(page: str, step_id: str) -> str:
+    """The id render_step gives a step's figure."""
+    return f"step-{page}-{step_id}"
+
+
 def relative_url(page_url: str, target: str) -> str:
     """Path from the page at `page_url` (site-relative, e.g. "interfaces/veth/") to `target`.
 
@@ -220,12 +236,22 @@ def define_env(env) -> None:
     @env.macro
     def checks(page: str) -> str:
         """The claims the lab tested on `page`, each passed or failed."""
-        return _block(render_checks(load(page)))
+        return _block(render_checks(load(page), _reproduce.shown_steps(env.markdown or "", page)))
 
     @env.macro
     def captured(page: str) -> str:
         """When, where and with what `page`'s capture was recorded."""
         return _block(render_captured(load(page)))
+
+    @env.macro
+    def reproduce(page: str) -> str:
+        """Markdown: the verified count and the "Reproduce this page" box. Put at the top
+        of every page whose front matter says `lab: PAGE` by on_pre_page_macros below."""
+        capture = load(page)
+        kernels = _reproduce.site_kernels(captures)
+        return "\n\n".join(["", _reproduce.verified_line(capture),
+                             _reproduce.reproduce_box(capture, _registry.load(page),
+                                                      env.page.file.src_path, kernels), ""])
 
     @env.macro
     def quote(page: str, step_id: str, text: str) -> str:
@@ -250,3 +276,21 @@ def _refuse_indented_calls(env) -> None:
         raise DeepDiveError(
             f"{env.page.file.src_path}:{line}: {m.group(2)}(...) is indented; its HTML block "
             f"only renders at the top level of a page, at the start of a line")
+
+
+# --- the top of a lab page ---------------------------------------------------------------
+
+_H1 = re.compile(r"^# .*\n", re.MULTILINE)
+
+
+def on_pre_page_macros(env) -> None:
+    """Under the title of a page whose front matter names its lab (`lab: veth`), the
+    verified count and the "Reproduce this page" box: added here, from the front matter,
+    so that no page can forget them or place them elsewhere."""
+    name = _reproduce.page_of(env.page.meta, env.page.file.src_path)
+    if name is None:
+        return
+    call = f'{{{{ reproduce("{name}") }}}}\n'
+    m = _H1.search(env.markdown)
+    at = m.end() if m else 0
+    env.markdown = env.markdown[:at] + "\n" + call + env.markdown[at:]
