@@ -243,12 +243,15 @@ def define_env(env) -> None:
         """When, where and with what `page`'s capture was recorded."""
         return _block(render_captured(load(page)))
 
+    kernels: list[tuple[str, str, int]] = []
+
     @env.macro
     def reproduce(page: str) -> str:
         """Markdown: the verified count and the "Reproduce this page" box. Put at the top
         of every page whose front matter says `lab: PAGE` by on_pre_page_macros below."""
         capture = load(page)
-        kernels = _reproduce.site_kernels(captures)
+        if not kernels:  # read every capture once per build, not once per page
+            kernels.extend(_reproduce.site_kernels(captures))
         return "\n\n".join(["", _reproduce.verified_line(capture),
                              _reproduce.reproduce_box(capture, _registry.load(page),
                                                       env.page.file.src_path, kernels), ""])
