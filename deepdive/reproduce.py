@@ -109,8 +109,9 @@ def _duration(meta: dict[str, Any]) -> str:
         return "This capture predates the record of run times."
     text = f"The lab ran for {meta['seconds']} s when this page was captured"
     if meta["lab"] == "vm":
-        return (text + ", inside the VM; booting it comes on top: a second or two with KVM, "
-                "a quarter of a minute or more where qemu has to emulate the CPU.")
+        return (text + ", inside the VM. A VM whose CPU qemu emulates (no KVM) runs many "
+                "times slower than one with KVM, and its boot comes on top: a second or two "
+                "with KVM, a quarter of a minute or more without.")
     return text + "."
 
 
