@@ -95,7 +95,8 @@ def _needs(page: Page, lab: str) -> str:
     if lab == "vm":
         parts.append("Where the running kernel lacks one of these, the vm lab needs qemu "
                      "(`qemu-system-x86`), virtme-ng and a distribution kernel in `/boot` "
-                     "(`./setup.sh --lab` installs them).")
+                     "(`./setup.sh --lab` installs them), and a user who may read that "
+                     "kernel image, which some distributions let only root read.")
     return " ".join(parts)
 
 

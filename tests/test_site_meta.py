@@ -76,6 +76,7 @@ def test_the_reproduce_box_says_what_the_page_needs_and_where_it_came_from(name)
     root_only = ROOT_ONLY & set(page.needs.features)
     assert ("Root: the kernel refuses" in box) == bool(root_only)
     assert ("Root, or an ordinary user" in box) == (not root_only)
+    assert ("the vm lab needs qemu" in box) == (m["lab"] == "vm")
     if "seconds" in m:
         assert f"The lab ran for {m['seconds']} s when this page was captured" in box
     link = re.search(r"\[`snippets/%s\.py`\]\(([^)]+)\)" % re.escape(name), box).group(1)
