@@ -258,3 +258,25 @@ def test_the_home_page_has_a_card_per_page_with_its_diagram():
     assert set(by_page) == set(LABS.values())
     for page, image in by_page.items():
         assert image == first_diagram(page), f"the card of {page} shows {image}"
+
+
+# --- where the top goes -------------------------------------------------------------------
+
+class _Env:
+    def __init__(self, markdown: str, meta: dict):
+        self.markdown = markdown
+        self.page = type("P", (), {"meta": meta, "file": type("F", (), {"src_path": "x/y.md"})()})()
+
+
+def test_the_top_goes_right_under_the_title_of_a_page_that_names_its_lab():
+    env = _Env("intro\n# veth: a cable\n\nA veth device...\n", {"lab": "veth"})
+    macros.on_pre_page_macros(env)
+    assert env.markdown == 'intro\n# veth: a cable\n\n{{ reproduce("veth") }}\n\nA veth device...\n'
+    plain = _Env("# Glossary\n", {})
+    macros.on_pre_page_macros(plain)
+    assert plain.markdown == "# Glossary\n"
+
+
+def test_a_lab_that_is_not_a_name_is_one_clear_error():
+    with pytest.raises(reproduce.DeepDiveError, match=r"^x/y\.md: front matter `lab:` must name a page"):
+        macros.on_pre_page_macros(_Env("# T\n", {"lab": ["veth"]}))
