@@ -289,11 +289,10 @@ _H1 = re.compile(r"^# .*\n", re.MULTILINE)
 def on_pre_page_macros(env) -> None:
     """Under the title of a page whose front matter names its lab (`lab: veth`), the
     verified count and the "Reproduce this page" box: added here, from the front matter,
-    so that no page can forget them or place them elsewhere."""
-    name = _reproduce.page_of(env.page.meta, env.page.file.src_path)
-    if name is None:
+    so that no page can forget them or place them elsewhere. The call passes the value
+    as it is, and reproduce() rejects one that is not a page name in one line."""
+    if "lab" not in env.page.meta:
         return
-    call = f'{{{{ reproduce("{name}") }}}}\n'
     m = _H1.search(env.markdown)
     at = m.end() if m else 0
-    env.markdown = env.markdown[:at] + "\n" + call + env.markdown[at:]
+    env.markdown = env.markdown[:at] + "\n{{ reproduce(page.meta.lab) }}\n" + env.markdown[at:]

@@ -18,7 +18,7 @@ from typing import Any
 from deepdive import capture as _capture
 from deepdive.features import FEATURES, ROOT_ONLY
 from deepdive.lab import PACKAGES
-from deepdive.model import DeepDiveError, Page
+from deepdive.model import Page
 
 LABS_DIR = "labs"  # where the site publishes each page's lab file (deepdive/labfiles.py)
 
@@ -136,11 +136,3 @@ def shown_steps(markdown: str, name: str) -> set[str]:
     """Ids of page `name`'s steps that `markdown` shows with {{ step("name", "id") }}."""
     pattern = r"""\{\{-?\s*step\(\s*["']%s["']\s*,\s*["']([\w-]+)["']""" % re.escape(name)
     return set(re.findall(pattern, markdown))
-
-
-def page_of(meta: dict[str, Any], src_path: str) -> str | None:
-    """The page a Markdown file's front matter names with `lab: NAME`, or None."""
-    name = meta.get("lab")
-    if name is not None and not isinstance(name, str):
-        raise DeepDiveError(f"{src_path}: front matter `lab:` must name a page, not {name!r}")
-    return name

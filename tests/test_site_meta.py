@@ -17,6 +17,7 @@ from deepdive import capture as captures
 from deepdive import macros, registry, reproduce, site
 from deepdive.features import FEATURES, ROOT_ONLY
 from test_capture import sample
+from test_macros import make_site, mkdocs_build
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -271,12 +272,24 @@ class _Env:
 def test_the_top_goes_right_under_the_title_of_a_page_that_names_its_lab():
     env = _Env("intro\n# veth: a cable\n\nA veth device...\n", {"lab": "veth"})
     macros.on_pre_page_macros(env)
-    assert env.markdown == 'intro\n# veth: a cable\n\n{{ reproduce("veth") }}\n\nA veth device...\n'
+    assert env.markdown == "intro\n# veth: a cable\n\n{{ reproduce(page.meta.lab) }}\n\nA veth device...\n"
     plain = _Env("# Glossary\n", {})
     macros.on_pre_page_macros(plain)
     assert plain.markdown == "# Glossary\n"
 
 
-def test_a_lab_that_is_not_a_name_is_one_clear_error():
-    with pytest.raises(reproduce.DeepDiveError, match=r"^x/y\.md: front matter `lab:` must name a page"):
-        macros.on_pre_page_macros(_Env("# T\n", {"lab": ["veth"]}))
+def test_a_lab_that_is_not_a_page_name_fails_the_build_in_one_line(tmp_path):
+    root = make_site(tmp_path, {"index.md": "---\nlab: [veth]\n---\n# Home\n"})
+    result = mkdocs_build(root)
+    assert result.returncode != 0
+    assert "index.md: ['veth'] is not a page name" in result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_a_page_that_names_its_lab_builds_with_its_top(tmp_path):
+    root = make_site(tmp_path, {"index.md": "---\nlab: veth\n---\n# Home\n\nText.\n"})
+    result = mkdocs_build(root)
+    assert result.returncode == 0, result.stderr
+    html = (root / "site" / "index.html").read_text()
+    assert "claims verified</strong>" in html and "Reproduce this page" in html
+    assert html.index("Reproduce this page") < html.index("Text.")
