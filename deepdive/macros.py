@@ -6,6 +6,9 @@ mkdocs.yml loads this file (`macros: module_name: deepdive/macros`) and a page c
     {{ step("veth", "create") }}     the step's commands and what the kernel printed
     {{ checks("veth") }}             each claim the lab tested, passed or failed
     {{ captured("veth") }}           where and when the capture was recorded
+    {{ reproduce("veth") }}          the verified count and the "Reproduce this page" box;
+                                     on_pre_page_macros puts it under the title of a
+                                     page whose front matter says `lab: veth`
     {{ quote("veth", "show", "link-netns ns2") }}   text the prose quotes from a step's
                                      output, as <code>; the build fails if it is not there
 
