@@ -257,7 +257,8 @@ def define_env(env) -> None:
             kernels.extend(_reproduce.site_kernels(captures))
         return "\n\n".join(["", _reproduce.verified_line(capture),
                              _reproduce.reproduce_box(capture, _registry.load(page),
-                                                      env.page.file.src_path, kernels), ""])
+                                                      env.page.file.src_path, kernels,
+                                                      env.conf.get("repo_url")), ""])
 
     @env.macro
     def quote(page: str, step_id: str, text: str) -> str:

@@ -40,15 +40,17 @@ def verified_line(capture: dict[str, Any]) -> str:
 
 
 def reproduce_box(capture: dict[str, Any], page: Page, src_path: str,
-                  kernels: list[tuple[str, str, int]]) -> str:
+                  kernels: list[tuple[str, str, int]], repo_url: str | None = None) -> str:
     """A collapsed Material admonition (pymdownx.details) in Markdown: the command, what
     it needs, where the capture was made and what the lab's name means, how long it ran,
     and a link to the lab file. `src_path` is the Markdown page's path in docs/ (links are
-    relative to it); `kernels` is site_kernels()."""
+    relative to it); `kernels` is site_kernels(); `repo_url`, the site's repository if
+    it names one, is where a checkout comes from."""
     name, m = capture["page"], capture["meta"]
     lab_page = posixpath.relpath(lab_file_uri(name), posixpath.dirname(src_path) or ".")
     body = [
-        f"From a checkout of the project, after `./setup.sh --lab`:",
+        f"From a checkout of {f'[the project]({repo_url})' if repo_url else 'the project'}, "
+        "after `./setup.sh --lab`:",
         "",
         "```sh",
         f"invoke lab.run --page {name}",

@@ -93,6 +93,13 @@ def test_the_box_explains_two_kernels_only_when_the_site_has_two():
     assert "18 on Linux 6.18 (host lab); 5 on Linux 6.1 (vm lab)" in box
 
 
+def test_the_box_links_to_the_repository_when_the_site_names_one():
+    capture, page = captures.load("veth"), registry.load("veth")
+    box = reproduce.reproduce_box(capture, page, "x.md", [], "https://git.example.org/dd")
+    assert "From a checkout of [the project](https://git.example.org/dd), after" in box
+    assert "From a checkout of the project, after" in reproduce.reproduce_box(capture, page, "x.md", [])
+
+
 def test_the_verified_line_counts_passed_claims_of_all_claims():
     capture = sample()
     capture["checks"] = [{"claim": "a", "after": "ping", "passed": True},
@@ -293,3 +300,14 @@ def test_a_page_that_names_its_lab_builds_with_its_top(tmp_path):
     html = (root / "site" / "index.html").read_text()
     assert "claims verified</strong>" in html and "Reproduce this page" in html
     assert html.index("Reproduce this page") < html.index("Text.")
+
+
+def test_a_named_repository_reaches_the_box_and_the_edit_link(tmp_path, monkeypatch):
+    monkeypatch.setenv("DEEPDIVE_REPO_URL", "https://git.example.org/dd")
+    monkeypatch.setenv("DEEPDIVE_EDIT_URI", "edit/main/docs/")
+    root = make_site(tmp_path, {"index.md": "---\nlab: veth\n---\n# Home\n"})
+    result = mkdocs_build(root)
+    assert result.returncode == 0, result.stderr
+    html = (root / "site" / "index.html").read_text()
+    assert 'From a checkout of <a href="https://git.example.org/dd">the project</a>' in html
+    assert 'href="https://git.example.org/dd/edit/main/docs/index.md"' in html
