@@ -113,7 +113,8 @@ def make_site(root: Path, pages: dict[str, str]) -> Path:
     """A site using the project's mkdocs.yml, with its own docs, captures and diagrams."""
     config = (ROOT / "mkdocs.yml").read_text()
     for old, new in [("module_name: deepdive/macros", f"module_name: {ROOT}/deepdive/macros"),
-                     ("custom_dir: overrides", f"custom_dir: {ROOT}/overrides")]:
+                     ("custom_dir: overrides", f"custom_dir: {ROOT}/overrides"),
+                     ("- hooks/slides.py", f"- {ROOT}/hooks/slides.py")]:
         assert old in config, f"mkdocs.yml no longer says {old!r}; update this test"
         config = config.replace(old, new)
     config = config[:config.index("\nnav:")] + "\nnav:\n" + "".join(
