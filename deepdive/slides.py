@@ -149,16 +149,16 @@ def rows_cols(px: int) -> tuple[int, int]:
 
 
 def _layout(step: dict[str, Any]) -> tuple[int, list[list[Row]]]:
-    """(text size, rows of each slide): the largest CODE_PX that holds the step on one
-    slide, else the smallest, over at most MAX_PARTS slides."""
+    """(text size, rows of each slide): the largest CODE_PX that holds the whole step on
+    one slide, else the smallest, over at most MAX_PARTS slides."""
     for px in CODE_PX:
         limit, cols = rows_cols(px)
-        # A command's rows are cut to leave room for a row saying what a cut step leaves out.
-        blocks = [_cut(block, limit - 1) for block in _blocks(step, cols)]
-        parts = _paginate(blocks, limit)
-        if len(parts) == 1 or px == CODE_PX[-1]:
-            return px, [[row for block in part for row in block] for part in parts]
-    raise AssertionError("unreachable: the last size always returns")
+        blocks = _blocks(step, cols)
+        if sum(map(len, blocks)) <= limit:
+            return px, [[row for block in blocks for row in block]]
+    # A command's rows are cut to leave room for a row saying what a cut step leaves out.
+    parts = _paginate([_cut(block, limit - 1) for block in blocks], limit)
+    return px, [[row for block in part for row in block] for part in parts]
 
 
 def _blocks(step: dict[str, Any], cols: int) -> list[list[Row]]:
