@@ -72,7 +72,8 @@ class Row:
 
 @dataclass(frozen=True)
 class Slide:
-    """A diagram slide (`diagram` is the step id) or one part of a step's output."""
+    """The diagram drawn from `step`'s snapshot, or part `part` of `parts` of its output
+    in `px` monospace text."""
     step: dict[str, Any]
     diagram: bool = False
     rows: tuple[Row, ...] = ()
@@ -91,7 +92,7 @@ def pages(docs: Path = DOCS) -> list[str]:
 def shown(docs: Path = DOCS) -> dict[str, dict[str, Any]]:
     """What the site's Markdown shows of each page's capture, from its macro calls:
     {page: {"steps": {step ids}, "diagrams": {step ids}, "doc": "interfaces/veth.md"}};
-    "doc" is the file that shows most of the page's steps."""
+    "doc" is the file with the most calls for the page (the first in path order on a tie)."""
     seen: dict[str, dict[str, Any]] = {}
     counts: dict[str, dict[str, int]] = {}
     for md in sorted(docs.rglob("*.md")):
@@ -177,13 +178,16 @@ def _blocks(step: dict[str, Any], cols: int) -> list[list[Row]]:
 
 
 def _wrapped(kind: str, text: str, cols: int) -> list[Row]:
-    """`text`'s lines cut into rows of at most `cols` characters, continued rows marked."""
+    """`text`'s lines cut into rows of at most `cols` characters, after a space where
+    one is in a row's second half; continued rows start with WRAP_MARK."""
     rows = []
-    width = cols - len(WRAP_MARK)
     for line in text.split("\n"):
-        line = line.expandtabs(8)
-        rows.append(Row(kind, line[:cols]))
-        rows += [Row(kind, WRAP_MARK + line[i:i + width]) for i in range(cols, len(line), width)]
+        line, width = line.expandtabs(8), cols
+        while len(line) > width:
+            cut = line.rfind(" ", width // 2, width) + 1 or width
+            rows.append(Row(kind, line[:cut]))
+            line, width = WRAP_MARK + line[cut:], cols
+        rows.append(Row(kind, line))
     return rows
 
 
@@ -378,6 +382,8 @@ def print_pdf(chromium: str, html: Path, pdf: Path) -> None:
             res = subprocess.run(argv, capture_output=True, text=True, timeout=CHROMIUM_TIMEOUT)
         except subprocess.TimeoutExpired:
             raise DeepDiveError(f"chromium did not print {html.name} within {CHROMIUM_TIMEOUT} s") from None
+        except OSError as exc:
+            raise DeepDiveError(f"cannot run {chromium}: {exc.strerror or exc}") from None
     if res.returncode != 0 or not pdf.is_file() or pdf.stat().st_size == 0:
         why = (res.stderr.strip().splitlines() or [f"exit status {res.returncode}"])[-1]
         raise DeepDiveError(f"chromium could not print {html.name} to PDF: {why}")

@@ -201,3 +201,11 @@ def test_the_site_lists_every_page_deck_and_diagram(tmp_path):
     assert f"[HTML]({slides.DECKS}/veth.html)" in table
     for f in (docs / "diagrams").iterdir():
         assert f"(diagrams/{f.name})" in table
+
+
+def test_a_long_line_wraps_after_a_space_and_loses_nothing():
+    line = "2: tun0: <NO-CARRIER,POINTOPOINT,UP> mtu 1500 qdisc pfifo_fast state DOWN " + "x" * 70
+    rows = slides._wrapped("out", line, 40)
+    assert [len(r.text) <= 40 for r in rows] == [True] * len(rows)
+    assert rows[0].text == "2: tun0: <NO-CARRIER,POINTOPOINT,UP> " and rows[1].text.startswith(slides.WRAP_MARK + "mtu")
+    assert "".join(r.text.removeprefix(slides.WRAP_MARK) for r in rows) == line
