@@ -179,6 +179,9 @@ def test_an_unwritable_folder_is_one_line(tmp_path):
     assert_one_line(res, "cannot write")
     res = export_cli("--page", "veth", "--no-pdf", "--dir", str(tmp_path / "file"))
     assert_one_line(res, "not a writable directory")
+    res = export_cli("--page", "veth", "--no-pdf", "--dir", str(tmp_path / "missing" / "out"))
+    assert_one_line(res, "No such file or directory")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 
 
 def test_a_failure_midway_leaves_the_folder_as_it_was(tmp_path):
