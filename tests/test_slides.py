@@ -212,3 +212,30 @@ def test_a_long_line_wraps_after_a_space_and_loses_nothing():
     assert [len(r.text) <= 40 for r in rows] == [True] * len(rows)
     assert rows[0].text == "2: tun0: <NO-CARRIER,POINTOPOINT,UP> " and rows[1].text.startswith(slides.WRAP_MARK + "mtu")
     assert "".join(r.text.removeprefix(slides.WRAP_MARK) for r in rows) == line
+
+
+def load_hook():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("slides_hook", ROOT / "hooks" / "slides.py")
+    hook = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hook)
+    return hook
+
+
+def test_the_site_publishes_each_deck_and_lists_it(tmp_path):
+    from types import SimpleNamespace
+
+    from mkdocs.config import load_config
+    from mkdocs.exceptions import PluginError
+    from mkdocs.structure.files import Files
+
+    hook, docs = load_hook(), make_docs(tmp_path)
+    config = load_config(str(ROOT / "mkdocs.yml"), docs_dir=str(docs), site_dir=str(tmp_path / "site"))
+    files = config.plugins.on_files(Files([]), config=config)  # the hook, as a build runs it
+    deck = files.get_file_from_path(f"{slides.DECKS}/veth.html")
+    assert deck is not None and deck.content_string == slides.deck_html("veth", docs)
+    page = SimpleNamespace(file=SimpleNamespace(src_uri=hook.PAGE))
+    text = hook.on_page_markdown(f"# Slides\n\n{hook.MARKER}\n", page, config, None)
+    assert hook.MARKER not in text and f"[HTML]({slides.DECKS}/veth.html)" in text
+    with pytest.raises(PluginError, match="no <!-- slides: listing --> line"):
+        hook.on_page_markdown("# Slides\n", page, config, None)
