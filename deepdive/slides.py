@@ -60,7 +60,8 @@ BODY_PX = SLIDE_H - 2 * PAD_Y - (TITLE_PX + FOOTER_PX) * LINE_HEIGHT - 2 * 16
 WRAP_MARK = "\u21aa "  # starts a row that continues the line above
 MAX_PARTS = 3          # slides a step may take; the commands that do not fit are left out
 HEAD_SHARE = 2 / 3     # of a cut output, the share kept from its start; the rest is its end
-_SHOWN = re.compile(r'\{\{-?\s*(step|diagram)\(\s*"([a-z0-9-]+)"\s*,\s*"([a-z0-9-]+)"')
+# A macro call in a page's Markdown, {{ step("veth", "pair") }}: macro, page, step id.
+_SHOWN = re.compile(r"""\{\{-?\s*(step|diagram)\(\s*["']([a-z0-9-]+)["']\s*,\s*["']([a-z0-9-]+)["']""")
 CHROMIUM_TIMEOUT = 120
 PDF_WORKERS = 2  # Chromiums printing at once; on 2 busy cores 23 decks took 135 s one at a time
 
