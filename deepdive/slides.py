@@ -112,7 +112,7 @@ def shown(docs: Path = DOCS) -> dict[str, dict[str, Any]]:
 
 def diagram_files(capture: dict[str, Any], docs: Path = DOCS) -> dict[str, list[Path]]:
     """{step id: [png, svg, dark svg if drawn]} for every step that took a snapshot.
-    DeepDiveError when a PNG or SVG is missing or the PNG is not SLIDE_W x SLIDE_H."""
+    DeepDiveError when a PNG or SVG is missing."""
     page = capture["page"]
     files: dict[str, list[Path]] = {}
     for step_id, _ in _capture.snapshots(capture):
@@ -122,9 +122,6 @@ def diagram_files(capture: dict[str, Any], docs: Path = DOCS) -> dict[str, list[
             if not f.is_file():
                 raise DeepDiveError(f"page {page}: no diagram at {rel_path(f)}; "
                                     f"`invoke lab.draw --page {page}` draws it")
-        if png_size(png) != (SLIDE_W, SLIDE_H):
-            raise DeepDiveError(f"page {page}: {rel_path(png)} is not a {SLIDE_W}x{SLIDE_H} PNG; "
-                                f"`invoke lab.draw --page {page}` redraws it")
         files[step_id] = [png, svg] + ([dark] if dark.is_file() else [])
     return files
 
@@ -354,6 +351,9 @@ def export(names: list[str] | None = None, out: Path = OUT, pdf: bool = True,
         for page in names:
             _write(stage / f"{page}.html", deck_html(page, docs))
             for f in (f for files in diagram_files(load(page, docs), docs).values() for f in files):
+                if f.suffix == ".png" and png_size(f) != (SLIDE_W, SLIDE_H):
+                    raise DeepDiveError(f"page {page}: {rel_path(f)} is not a {SLIDE_W}x{SLIDE_H} PNG; "
+                                        f"`invoke lab.draw --page {page}` redraws it")
                 _copy(f, stage / f.name)
         if chromium:
             with ThreadPoolExecutor(max_workers=PDF_WORKERS) as pool:
