@@ -64,7 +64,7 @@ HEAD_SHARE = 2 / 3     # of a cut output, the share kept from its start; the res
 _SHOWN = re.compile(r"""\{\{-?\s*(step|diagram)\(\s*["']([a-z0-9-]+)["']\s*,\s*["']([a-z0-9-]+)["']""")
 CHROMIUM_TIMEOUT = 120
 # Chromiums printing at once. All 23 decks, back to back on 2 cores at load average ~25:
-# 80 and 82 s one at a time, 68 and 91 s two at a time; more cores would overlap more.
+# 80 and 82 s one at a time, 68 and 91 s two at a time.
 PDF_WORKERS = 2
 
 
