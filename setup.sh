@@ -20,7 +20,10 @@ LAB_PACKAGES=(iproute2 iputils-ping tcpdump util-linux mount graphviz python3 py
               containernetworking-plugins catatonit jq socat curl
               # the ebpf page: a C program built for BPF (libbpf's headers), loaded with
               # tc, looked at with llvm-objdump and bpftool (below)
-              clang llvm libbpf-dev)
+              clang llvm libbpf-dev
+              # slides.export's PDF decks, printed by headless Chromium; the decks'
+              # monospace columns are sized for DejaVu Sans Mono (deepdive/slides.py)
+              chromium fonts-dejavu-core)
 # The vm lab boots the distro's own kernel (for link kinds the running kernel may lack);
 # Ubuntu ships bpftool with its kernel tools, Debian as a package of its own.
 . /etc/os-release

@@ -1,4 +1,4 @@
-"""invoke tasks: `lab` runs pages, `site` builds and serves the site, `slides` lists diagrams.
+"""invoke tasks: `lab` runs pages, `site` builds and serves the site, `slides` lists and exports diagrams and decks.
 
 Each task is a thin call into deepdive/; a DeepDiveError becomes one line on stderr and
 a non-zero exit status, and so does Ctrl-C, at any moment (see deepdive/startup.py).
@@ -10,6 +10,7 @@ from deepdive import startup
 startup.install()  # first: until a task's body runs, Ctrl-C is one line and status 130
 
 import functools  # noqa: E402
+from pathlib import Path  # noqa: E402
 from typing import Callable  # noqa: E402
 
 from invoke import Collection, Context, Exit, task  # noqa: E402
@@ -103,8 +104,22 @@ def slides(c: Context) -> None:
         print(png.relative_to(ROOT))
 
 
+@task(help={"page": "page to export (repeat for several; default: every page)",
+            "dir": "output folder (default: slides/)",
+            "pdf": "also print each deck to PDF with chromium (default; --no-pdf skips it)"},
+      iterable=["page"])
+@one_line_errors
+def export(c: Context, page: list[str] | None = None, dir: str = "", pdf: bool = True) -> None:
+    """Write diagrams (1920x1080 PNG, SVG) and per-page decks (HTML, PDF) into one folder."""
+    from deepdive import slides
+    from deepdive.capture import rel_path
+    out = slides.export(page or None, Path(dir) if dir else slides.OUT, pdf)
+    print(f"slides written to {rel_path(out)}")
+
+
 lab_ns = Collection("lab", run, check, draw, clean, pages)
 site_ns = Collection("site", build, serve)
 slides_ns = Collection("slides")
 slides_ns.add_task(slides, name="list", default=True)
+slides_ns.add_task(export)
 ns = Collection(lab_ns, site_ns, slides_ns)

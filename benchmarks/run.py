@@ -46,7 +46,11 @@ def timed(argv: list[str]) -> float:
 
 
 def report(label: str, argv: list[str], repeat: int, target: float | None = None) -> float:
-    times = [timed(argv) for _ in range(repeat)]
+    return summarize(label, [timed(argv) for _ in range(repeat)], target)
+
+
+def summarize(label: str, times: list[float], target: float | None = None) -> float:
+    """Print one row: median, min-max, and the target and ratio if there is one."""
     med = statistics.median(times)
     ratio = f"{med / target:6.2f}" if target else ""
     goal = f"{target:7.1f}s" if target else ""

@@ -114,7 +114,8 @@ def make_site(root: Path, pages: dict[str, str]) -> Path:
     config = (ROOT / "mkdocs.yml").read_text()
     for old, new in [("module_name: deepdive/macros", f"module_name: {ROOT}/deepdive/macros"),
                      ("custom_dir: overrides", f"custom_dir: {ROOT}/overrides"),
-                     ("  - deepdive/labfiles.py", f"  - {ROOT}/deepdive/labfiles.py")]:
+                     ("  - deepdive/labfiles.py", f"  - {ROOT}/deepdive/labfiles.py"),
+                     ("- hooks/slides.py", f"- {ROOT}/hooks/slides.py")]:
         assert old in config, f"mkdocs.yml no longer says {old!r}; update this test"
         config = config.replace(old, new)
     config = config[:config.index("\nnav:")] + "\nnav:\n" + "".join(

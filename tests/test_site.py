@@ -106,7 +106,7 @@ def _project_copy(tmp_path: Path) -> Path:
     project.mkdir()
     shutil.copy(ROOT / "mkdocs.yml", project)
     shutil.copytree(ROOT / "docs", project / "docs")
-    for shared in ("overrides", "snippets", "deepdive"):
+    for shared in ("overrides", "snippets", "deepdive", "hooks"):
         (project / shared).symlink_to(ROOT / shared)
     return project
 
