@@ -66,9 +66,10 @@ def run_page(page: Page) -> dict[str, Any]:
     try:
         for step in page.steps:
             _progress(f"{page.name}: {step.id} ({len(step.commands)} commands)")
-            results = run_step(page, step)
+            taken: list[dict] = []
+            results = run_step(page, step, lambda: taken.append(snapshot.take(nodes())) if step.snapshot else None)
             recorded.extend((step.id, r) for r in results)
-            snap = snapshot.take(nodes()) if step.snapshot else None
+            snap = taken[0] if taken else None
             steps_out.append({
                 "id": step.id,
                 "title": step.title,
@@ -103,8 +104,9 @@ def _decide(check, ctx: CheckContext) -> tuple[bool, str]:
     return verdict, ""
 
 
-def run_step(page: Page, step: Step) -> list[Result]:
-    """Run a step's commands in order; background ones run until the step ends."""
+def run_step(page: Page, step: Step, at_end: Callable[[], object] = lambda: None) -> list[Result]:
+    """Run a step's commands in order; background ones run until the step ends. `at_end`
+    runs while they still do (the snapshot: a program holding a tun is in the picture)."""
     results: dict[int, Result] = {}
     running: list[tuple[int, execute.Background, Cmd]] = []
     try:
@@ -121,6 +123,7 @@ def run_step(page: Page, step: Step) -> list[Result]:
         for _i, bg, c in running:
             if c.until and not bg.wait_ready(c.until, limit(c)):
                 _never_printed(page, step, c, c.until, bg.stop(timeout=1))
+        at_end()
         # A capture ends within milliseconds of SIGINT, but on a loaded machine it once took
         # over 2 s: at a step's normal end each gets its command's own time limit.
         for i, bg, c in running:
