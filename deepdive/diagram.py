@@ -36,10 +36,11 @@ PNG_DPI = 100
 # Frame and the room kept free around the drawing, in points (graphviz's unit, 1/72 in).
 FRAME_PT = (WIDTH_PX * 72 / PNG_DPI, HEIGHT_PX * 72 / PNG_DPI)
 MARGIN_PT = 12
-# Layouts tried in order, the first that fits wins: (rankdir, compact). Compact cards
-# leave out the kind's words (the glyph and legend say it), MAC addresses and "no IP
-# address", for the largest topologies.
-LAYOUTS = (("TB", False), ("LR", False), ("TB", True), ("LR", True))
+# Layouts tried in order, the first that fits wins: (rankdir, compact, whole). Compact
+# cards leave out the kind's words (the glyph and legend say it), MAC addresses and "no
+# IP address", for the largest topologies. `whole`: a namespace cabled down into another
+# is drawn wholly above it (see _stacking), else only its cable's end is.
+LAYOUTS = tuple((d, c, w) for c in (False, True) for d in ("TB", "LR") for w in (True, False))
 
 # Point sizes; at PNG_DPI 1 pt = 1.39 px, so the smallest text (22 pt) is 31 px (em) high
 # on a 1920 px slide, and 22 px in the SVG at its natural size.
@@ -84,6 +85,7 @@ LEGEND = {
     "program": "program", "device": "other device",
     "edge-veth": "veth pair", "edge-master": "port of", "edge-active": "active port",
     "edge-backup": "backup port", "edge-parent": "on top of", "edge-tunnel": "tunnel",
+    "edge-program": "packets read and written",
 }
 # Namespaces the Kubernetes pages name after what they stand for.
 POD_NAME = re.compile(r"pod\b|pod[-\d]|cni-")
@@ -112,10 +114,11 @@ def render(page: str, step_id: str, snapshot: dict, out_dir: Path) -> list[Path]
     1920x1080 frame at the common scale in any direction."""
     stem = f"{page}-{step_id}"
     layout = _layout(snapshot, stem)
+    titles = _title_places(snapshot, layout)
     outputs = {
-        out_dir / f"{stem}.svg": _self_contained(_dot(_source(snapshot, layout, LIGHT), "svg"), page),
-        out_dir / f"{stem}-dark.svg": _self_contained(_dot(_source(snapshot, layout, DARK), "svg"), page),
-        out_dir / f"{stem}.png": _dot(_source(snapshot, layout, LIGHT, frame=True), "png"),
+        out_dir / f"{stem}.svg": _self_contained(_dot(_source(snapshot, layout, LIGHT, titles), "svg"), page),
+        out_dir / f"{stem}-dark.svg": _self_contained(_dot(_source(snapshot, layout, DARK, titles), "svg"), page),
+        out_dir / f"{stem}.png": _dot(_source(snapshot, layout, LIGHT, titles, frame=True), "png"),
     }
     for path, data in outputs.items():
         _write_if_changed(path, data)
@@ -131,20 +134,117 @@ def natural_size(svg: bytes | str) -> tuple[float, float]:
     return float(m.group(1)), float(m.group(2))
 
 
-def _layout(snapshot: dict[str, Any], stem: str) -> tuple[str, bool]:
-    """The first of LAYOUTS whose natural size fits the frame: top-to-bottom full cards
-    where possible, so that most pages read alike."""
+def _layout(snapshot: dict[str, Any], stem: str) -> tuple[str, bool, bool]:
+    """The first of LAYOUTS whose natural size fits the frame and whose edges do not
+    cross (top-to-bottom full cards where possible, so that most pages read alike); if
+    every one that fits has crossings, the one with fewest."""
     room = (FRAME_PT[0] - 2 * MARGIN_PT, FRAME_PT[1] - 2 * MARGIN_PT)
     sizes = {}
+    crossings: dict[tuple[str, bool, bool], int] = {}
     for layout in LAYOUTS:
-        w, h = sizes[layout] = natural_size(_dot(_source(snapshot, layout, LIGHT), "svg"))
+        svg = _dot(_source(snapshot, layout, LIGHT), "svg")
+        w, h = sizes[layout] = natural_size(svg)
         if w <= room[0] and h <= room[1]:
-            return layout
-    else:
-        shown = ", ".join(f"{d}{' compact' * c} {w:.0f}x{h:.0f} pt" for (d, c), (w, h) in sizes.items())
-        raise DeepDiveError(f"diagram {stem} does not fit a {WIDTH_PX}x{HEIGHT_PX} slide at the common "
-                            f"scale ({shown}; room {room[0]:.0f}x{room[1]:.0f} pt): split the step's "
-                            "snapshot or make the topology smaller")
+            crossings[layout] = len(edge_crossings(svg))
+            if not crossings[layout]:
+                break
+    if crossings:
+        return min(crossings, key=crossings.get)  # the first of the fewest: dicts keep order
+    shown = ", ".join(f"{d}{' compact' * c}{' stacked' * s} {w:.0f}x{h:.0f} pt"
+                      for (d, c, s), (w, h) in sizes.items())
+    raise DeepDiveError(f"diagram {stem} does not fit a {WIDTH_PX}x{HEIGHT_PX} slide at the common "
+                        f"scale ({shown}; room {room[0]:.0f}x{room[1]:.0f} pt): split the step's "
+                        "snapshot or make the topology smaller")
+
+
+# Where a namespace's title may go (labelloc, labeljust), tried in this order.
+TITLE_PLACES = (("t", "l"), ("b", "l"), ("t", "r"), ("b", "r"))
+
+
+def _title_places(snapshot: dict[str, Any], layout: tuple[str, bool, bool]) -> dict[str, tuple[str, str]]:
+    """Namespace -> where its title goes: top left (the root namespace, drawn lowest,
+    bottom left), moved to the next of TITLE_PLACES while an edge runs through it."""
+    places = {n["name"]: TITLE_PLACES[1] if n["name"] == HOST else TITLE_PLACES[0] for n in snapshot["nodes"]}
+    for _ in range(len(TITLE_PLACES)):
+        crossed = {name for name, _edge in label_crossings(_dot(_source(snapshot, layout, LIGHT, places), "svg"))}
+        if not crossed:
+            break
+        for name in crossed:
+            places[name] = TITLE_PLACES[(TITLE_PLACES.index(places[name]) + 1) % len(TITLE_PLACES)]
+    return places
+
+
+def label_crossings(svg: bytes | str) -> list[tuple[str, str]]:
+    """(namespace, edge) for each edge of a graphviz SVG drawn through a namespace's
+    title. A title's box is estimated from its font size and length (0.62 em a
+    character, generous for bold sans); an edge is sampled along its Bezier curves."""
+    import xml.etree.ElementTree as ET
+
+    ns = "{http://www.w3.org/2000/svg}"
+    root = ET.fromstring(svg)
+    boxes = []
+    for g in root.iter(f"{ns}g"):
+        if g.get("class") == "cluster":
+            name = g.findtext(f"{ns}title", "").removeprefix("cluster_")
+            for t in g.iter(f"{ns}text"):
+                size, x, y = float(t.get("font-size")), float(t.get("x")), float(t.get("y"))
+                width = 0.62 * size * len("".join(t.itertext()))
+                left = x - width if t.get("text-anchor") == "end" else x
+                boxes.append((name, left, y - 0.8 * size, left + width, y + 0.2 * size))
+    found = []
+    for g in root.iter(f"{ns}g"):
+        path = g.find(f"{ns}path")
+        if g.get("class") != "edge" or path is None or path.get("stroke") == "transparent":
+            continue
+        points = _bezier_points(path.get("d", ""))
+        for name, x0, y0, x1, y1 in boxes:
+            if any(x0 < x < x1 and y0 < y < y1 for x, y in points):
+                found.append((name, html.unescape(g.findtext(f"{ns}title", ""))))
+    return sorted(set(found))
+
+
+def edge_crossings(svg: bytes | str) -> list[tuple[str, str]]:
+    """Pairs of edges of a graphviz SVG ("tail->head" each) that cross, leaving out
+    pairs that share an end (they meet at a card, not across each other)."""
+    import xml.etree.ElementTree as ET
+
+    ns = "{http://www.w3.org/2000/svg}"
+    edges = []
+    for g in ET.fromstring(svg).iter(f"{ns}g"):
+        path = g.find(f"{ns}path")
+        if g.get("class") == "edge" and path is not None and path.get("stroke") != "transparent":
+            title = html.unescape(g.findtext(f"{ns}title", ""))
+            edges.append((title, set(title.split("->")), _bezier_points(path.get("d", ""))))
+    found = []
+    for i, (t1, ends1, p1) in enumerate(edges):
+        for t2, ends2, p2 in edges[i + 1:]:
+            if not ends1 & ends2 and any(_segments_cross(a, b, c, d) for a, b in zip(p1, p1[1:])
+                                          for c, d in zip(p2, p2[1:])):
+                found.append((t1, t2))
+    return found
+
+
+def _segments_cross(a: tuple, b: tuple, c: tuple, d: tuple) -> bool:
+    def side(p: tuple, q: tuple, r: tuple) -> float:
+        return (q[0] - p[0]) * (r[1] - p[1]) - (q[1] - p[1]) * (r[0] - p[0])
+    # Touching counts (a curve through the other's sample point); lying on one line not.
+    c_side, d_side = side(a, b, c), side(a, b, d)
+    return (c_side * d_side <= 0 and side(c, d, a) * side(c, d, b) <= 0
+            and (c_side, d_side) != (0, 0))
+
+
+def _bezier_points(d: str, steps: int = 24) -> list[tuple[float, float]]:
+    """Points along graphviz's path "M x,y C x1,y1 x2,y2 x3,y3 ..." (cubic pieces)."""
+    nums = [float(v) for v in re.findall(r"-?\d+(?:\.\d+)?", d)]
+    pts = list(zip(nums[0::2], nums[1::2]))
+    out = []
+    for i in range(0, len(pts) - 3, 3):
+        p0, p1, p2, p3 = pts[i:i + 4]
+        for k in range(steps + 1):
+            t = k / steps
+            out.append(tuple((1 - t) ** 3 * a + 3 * (1 - t) ** 2 * t * b + 3 * (1 - t) * t * t * c + t ** 3 * e
+                             for a, b, c, e in zip(p0, p1, p2, p3)))
+    return out
 
 
 def _dot(source: str, fmt: str) -> bytes:
@@ -174,13 +274,15 @@ def _glyph_pngs() -> str:
 
 # --- the graph -------------------------------------------------------------------------
 
-def _source(snapshot: dict[str, Any], layout: tuple[str, bool], colours: dict[str, Any], *,
-            frame: bool = False) -> str:
-    """The graph in dot. `frame`: the slide's canvas, exactly 1920x1080 at scale 1."""
-    direction, compact = layout
+def _source(snapshot: dict[str, Any], layout: tuple[str, bool, bool], colours: dict[str, Any],
+            titles: dict[str, tuple[str, str]] | None = None, *, frame: bool = False) -> str:
+    """The graph in dot. `titles`: where each namespace's title goes (default: top left,
+    the root namespace's bottom left). `frame`: the slide's canvas, exactly 1920x1080
+    at scale 1."""
+    direction, compact, whole = layout
     links = _links(snapshot)
     used: dict[str, str] = {}  # legend entry -> its words
-    body = _clusters(snapshot, colours, used, compact) + _edges(snapshot, links, colours, used)
+    body = _clusters(snapshot, colours, used, compact, titles or {}) + _edges(snapshot, links, colours, used, whole)
     graph = {
         "rankdir": direction, "bgcolor": colours["bg"], "fontname": "Sans-Serif",
         "fontcolor": colours["text"], "nodesep": "0.15" if compact else "0.3", "ranksep": "0.4" if compact else "0.6", "pad": "0.1",
@@ -246,7 +348,8 @@ def _font(text: str, size: int, colour: str, bold: bool = False, italic: bool = 
     return f'<FONT POINT-SIZE="{size}" COLOR="{colour}">{t}</FONT>'
 
 
-def _clusters(snapshot: dict[str, Any], colours: dict[str, Any], used: dict[str, str], compact: bool) -> list[str]:
+def _clusters(snapshot: dict[str, Any], colours: dict[str, Any], used: dict[str, str], compact: bool,
+              titles: dict[str, tuple[str, str]]) -> list[str]:
     out = []
     ns_index = 0
     for n in snapshot["nodes"]:
@@ -260,9 +363,10 @@ def _clusters(snapshot: dict[str, Any], colours: dict[str, Any], used: dict[str,
                  f'{_img(_use(used, role), 40) if role else ""}<TD>{title}</TD></TR></TABLE>>')
         # The root namespace is drawn last (lowest): its title goes under it, away from
         # the edges that come down into it.
+        loc, just = titles.get(name) or (TITLE_PLACES[1] if name == HOST else TITLE_PLACES[0])
         attrs = {"label": label, "style": "filled,rounded", "fillcolor": fill, "color": border,
-                 "penwidth": "3", "margin": "8" if compact else "12", "labeljust": "l",
-                 "labelloc": "b" if name == HOST else "t"}
+                 "penwidth": "3", "margin": "8" if compact else "12", "labeljust": just,
+                 "labelloc": loc}
         rows = [f"subgraph {_q('cluster_' + name)} {{\ngraph [{_attrs(attrs)}];\n"]
         for link in n["links"]:
             rows.append(f"{_q(_node_id(name, link['name']))} [label={_card(link, colours, used, compact)}];\n")
@@ -329,7 +433,7 @@ def _state(link: dict[str, Any]) -> str:
 
 
 def _edges(snapshot: dict[str, Any], links: dict[str, _Link], colours: dict[str, Any],
-           used: dict[str, str]) -> list[str]:
+           used: dict[str, str], whole: bool = True) -> list[str]:
     """veth pairs (once per pair, undirected), port -> master, stacked -> parent, vxlan
     tunnels and program -> tun/tap. An end not in the snapshot gets no edge."""
     out = []
@@ -354,14 +458,20 @@ def _edges(snapshot: dict[str, Any], links: dict[str, _Link], colours: dict[str,
         master_id = _node_id(link.node, master) if master else None
         if master_id in links:
             state = link.data.get("bond_state")
+            # A bond is drawn above its ports, which lead on down to the switch (its
+            # cables then pass outside it); a bridge below its ports.
+            if links[master_id].data.get("kind") == "bond":
+                ends = {"tail": master_id, "head": link.id, "dir": "back"}
+            else:
+                ends = {"tail": link.id, "head": master_id}
             if state == "backup":
-                edge(link.id, master_id, "edge-backup", color=colours["soft_edge"], penwidth="3",
+                edge(**ends, entry="edge-backup", color=colours["soft_edge"], penwidth="3",
                      style="dashed", arrowsize="1.4", label=" backup ", fontcolor=colours["detail"])
             elif state == "active" and _has_backup(links, link.node, master):
-                edge(link.id, master_id, "edge-active", color=colours["good"], penwidth="7",
+                edge(**ends, entry="edge-active", color=colours["good"], penwidth="7",
                      arrowsize="1.2", label=" active ", fontcolor=colours["good"])
             else:
-                edge(link.id, master_id, "edge-master", color=colours["soft_edge"], penwidth="3",
+                edge(**ends, entry="edge-master", color=colours["soft_edge"], penwidth="3",
                      arrowsize="1.4")
         parent = link.data.get("parent")
         parent_id = _node_id(parent["node"], parent["name"]) if parent else None
@@ -369,9 +479,9 @@ def _edges(snapshot: dict[str, Any], links: dict[str, _Link], colours: dict[str,
             edge(link.id, parent_id, "edge-parent", color=colours["soft_edge"], penwidth="3",
                  style="dotted", arrowsize="1.4")
         if link.data.get("program"):
-            edge(link.id + "/program", link.id, "edge-veth", dir="both", color=colours["edge"],
+            edge(link.id + "/program", link.id, "edge-program", dir="both", color=colours["edge"],
                  penwidth="3", arrowsize="1.2")
-    out += _stacking(out, links)
+    out += _stacking(out, links, whole)
     pairs = tunnels(snapshot)
     keys = [_tunnel_words(a) for a, _ in pairs]
     for (a, b), words in zip(pairs, keys):
@@ -393,21 +503,25 @@ def _tunnel_words(link: _Link) -> str:
     return f"VXLAN VNI {d.get('vni')}, UDP {d.get('dstport')}"
 
 
-def _stacking(edges: list[str], links: dict[str, _Link]) -> list[str]:
-    """Invisible edges that put a namespace cabled down into another wholly above it (a
-    pod above its node): from the cable's upper end to every link of the lower namespace
-    that nothing else ranks, which dot would otherwise put level with the pod."""
+def _stacking(edges: list[str], links: dict[str, _Link], whole: bool) -> list[str]:
+    """Invisible edges that put a namespace cabled down into another below it (a pod
+    above its node, a server above its switch): from the cable's upper end, or if
+    `whole` from every link of the upper namespace, to every link of the lower one.
+    Side by side, dot would route cables across the upper namespace's own edges (a
+    bond's ports to its master) or set a pod level with its node's links."""
     ranked = [(t, h) for t, h, attrs in (_parse_edge(e) for e in edges) if 'constraint="false"' not in attrs]
     heads = {h for _, h in ranked}
-    out = []
+    out = set()
     for tail, head in ranked:
-        upper, lower = tail.split("/", 1)[0], head.split("/", 1)[0]
-        if upper == lower or tail not in links or head not in links:
+        if tail not in links or head not in links or links[tail].node == links[head].node:
             continue
-        for link in links.values():
-            if link.node == lower and link.id not in heads and link.id != head:
-                out.append(f'{_q(tail)} -> {_q(link.id)} [style="invis"];\n')
-    return sorted(set(out))
+        upper, lower = links[tail].node, links[head].node
+        tails = [u.id for u in links.values() if u.node == upper] if whole else [tail]
+        # Not whole: only the lower links nothing else ranks, which dot would otherwise
+        # set level with the pod.
+        lows = [l.id for l in links.values() if l.node == lower and (whole or l.id not in heads)]
+        out |= {f'{_q(u)} -> {_q(l)} [style="invis"];\n' for u in tails for l in lows if u != l}
+    return sorted(out)
 
 
 def _parse_edge(line: str) -> tuple[str, str, str]:
@@ -443,9 +557,10 @@ def tunnels(snapshot: dict[str, Any]) -> list[tuple[_Link, _Link]]:
 
 def _veth_order(a: _Link, b: _Link) -> tuple[str, str]:
     """Tail and head of a veth edge. Graphviz ranks heads below tails, so the end that is
-    a bridge port, or else the one in the root namespace, goes down towards its master."""
+    a bridge port (not a bond's, drawn below its bond), or else the one in the root
+    namespace, goes down towards its master."""
     def weight(x: _Link) -> tuple[bool, bool]:
-        return (bool(x.data.get("master")), x.node == HOST)
+        return (bool(x.data.get("master")) and x.data.get("bond_state") is None, x.node == HOST)
     return (b.id, a.id) if weight(a) > weight(b) else (a.id, b.id)
 
 

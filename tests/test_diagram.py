@@ -182,7 +182,7 @@ def test_a_mesh_of_one_overlay_is_named_once_in_the_legend() -> None:
     third["links"][1]["parent"] = {"node": "server3", "name": "eth0"}
     snap["nodes"].append(third)
     assert len(diagram.tunnels(snap)) == 3  # flannel: no remote, VNI and port decide
-    dot = diagram._source(snap, ("TB", False), diagram.LIGHT)
+    dot = diagram._source(snap, ("TB", False, True), diagram.LIGHT)
     assert "tunnel, VXLAN VNI 100, UDP 4789" in dot
     assert 'label=" VXLAN' not in dot
 
@@ -192,7 +192,8 @@ def test_the_program_behind_a_tun_is_drawn(tmp_path: Path) -> None:
         _link("tun0", "tun", addresses=["10.0.1.1/24"], program="tuntap_reader.py")]}]}
     svg = diagram.render("tun", "answer", snap, tmp_path)[0]
     assert "tuntap_reader.py" in _texts(_svg_root(svg))
-    assert {"tun", "program"} <= set(_legend(svg))
+    assert {"tun", "program", "packets read and written"} <= set(_legend(svg))
+    assert "veth pair" not in _legend(svg)
 
 
 def test_the_active_port_of_a_bond_is_drawn_apart_from_the_backup(tmp_path: Path) -> None:
@@ -308,3 +309,25 @@ def test_committed_diagram_is_drawn_at_scale_1_with_legible_slide_text(svg: Path
 @pytest.mark.parametrize("png", sorted(DIAGRAMS.glob("*.png")), ids=lambda p: p.name)
 def test_committed_slide_is_1920x1080(png: Path) -> None:
     assert _png_size(png) == (1920, 1080)
+
+
+@pytest.mark.parametrize("svg", [p for p in COMMITTED if not p.name.endswith("-dark.svg")], ids=lambda p: p.name)
+def test_committed_diagram_has_no_edge_through_a_namespace_title(svg: Path) -> None:
+    assert diagram.label_crossings(svg.read_bytes()) == []
+
+
+@pytest.mark.parametrize("svg", [p for p in COMMITTED if p.name.startswith(("bond-", "ipvlan-", "macvlan-"))
+                                 and not p.name.endswith("-dark.svg")], ids=lambda p: p.name)
+def test_committed_interface_diagram_has_no_crossing_edges(svg: Path) -> None:
+    assert diagram.edge_crossings(svg.read_bytes()) == []
+
+
+def test_crossings_are_found_where_they_are(tmp_path: Path) -> None:
+    # Two cables forced across each other, and one through a namespace's title.
+    x = ('<svg xmlns="http://www.w3.org/2000/svg" width="100pt" height="100pt">'
+         '<g class="cluster"><title>cluster_ns1</title><text x="10" y="28" font-size="10">ns1</text></g>'
+         '<g class="edge"><title>a/x&#45;&gt;b/y</title><path d="M0,0C10,10 20,20 30,30"/></g>'
+         '<g class="edge"><title>c/x&#45;&gt;d/y</title><path d="M0,30C10,20 20,10 30,0"/></g>'
+         '<g class="edge"><title>a/x&#45;&gt;c/y</title><path d="M0,90C10,90 20,90 30,90"/></g></svg>')
+    assert diagram.edge_crossings(x) == [("a/x->b/y", "c/x->d/y")]
+    assert diagram.label_crossings(x) == [("ns1", "a/x->b/y")]
