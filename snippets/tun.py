@@ -26,7 +26,6 @@ page.step(
     "ip link set tun0 up",
     "ip link show tun0",
     "ip route show dev tun0",
-    snapshot=True,
 )
 page.step(
     "read", "A program attaches to tun0 and reads what the kernel routes there",
@@ -39,6 +38,7 @@ page.step(
     "answer", "The program answers the pings",
     cmd(f"{READER} --answer 10.0.1.2 tun0", background=True, ready="reading tun0"),
     "ping -c 2 -i 0.2 -W 1 10.0.1.2",
+    snapshot=True,
 )
 page.step(
     "own", "A program that creates its device itself",
