@@ -331,3 +331,11 @@ def test_crossings_are_found_where_they_are(tmp_path: Path) -> None:
          '<g class="edge"><title>a/x&#45;&gt;c/y</title><path d="M0,90C10,90 20,90 30,90"/></g></svg>')
     assert diagram.edge_crossings(x) == [("a/x->b/y", "c/x->d/y")]
     assert diagram.label_crossings(x) == [("ns1", "a/x->b/y")]
+
+
+def test_fixture_is_drawn_at_scale_1_with_legible_slide_text(rendered: list[Path]) -> None:
+    for svg in rendered[:2]:
+        text = svg.read_text()
+        assert re.search(r'class="graph" transform="scale\(1 1\)', text), "graphviz scaled the drawing"
+        sizes = [float(s) for s in re.findall(r'font-size="([\d.]+)"', text)]
+        assert min(sizes) * diagram.PNG_DPI / 72 >= MIN_SLIDE_TEXT_PX
