@@ -85,7 +85,7 @@ LEGEND = {
     "program": "program", "device": "other device",
     "edge-veth": "veth pair", "edge-master": "port of", "edge-active": "active port",
     "edge-backup": "backup port", "edge-parent": "on top of", "edge-tunnel": "tunnel",
-    "edge-program": "packets read and written",
+    "edge-program": "reads, writes",
 }
 # Namespaces the Kubernetes pages name after what they stand for.
 POD_NAME = re.compile(r"pod\b|pod[-\d]|cni-")

@@ -192,7 +192,7 @@ def test_the_program_behind_a_tun_is_drawn(tmp_path: Path) -> None:
         _link("tun0", "tun", addresses=["10.0.1.1/24"], program="tuntap_reader.py")]}]}
     svg = diagram.render("tun", "answer", snap, tmp_path)[0]
     assert "tuntap_reader.py" in _texts(_svg_root(svg))
-    assert {"tun", "program", "packets read and written"} <= set(_legend(svg))
+    assert {"tun", "program", "reads, writes"} <= set(_legend(svg))
     assert "veth pair" not in _legend(svg)
 
 
