@@ -31,7 +31,7 @@ from typing import Any, Callable, NoReturn, TextIO
 from deepdive import execute, machine, registry, snapshot
 from deepdive.checks import CheckContext
 from deepdive.execute import CommandTimeout, Result
-from deepdive.model import Cmd, DeepDiveError, Page, Step, cmd, masks_of
+from deepdive.model import WHILE_RUNNING, Cmd, DeepDiveError, Page, Step, cmd, masks_of
 
 EXIT_STEP_FAILED = 3
 EXIT_CHECK_FAILED = 4
@@ -67,9 +67,10 @@ def run_page(page: Page) -> dict[str, Any]:
         for step in page.steps:
             _progress(f"{page.name}: {step.id} ({len(step.commands)} commands)")
             taken: list[dict] = []
-            results = run_step(page, step, lambda: taken.append(snapshot.take(nodes())) if step.snapshot else None)
+            results = run_step(page, step, lambda: taken.append(snapshot.take(nodes()))
+                               if step.snapshot == WHILE_RUNNING else None)
             recorded.extend((step.id, r) for r in results)
-            snap = taken[0] if taken else None
+            snap = taken[0] if taken else snapshot.take(nodes()) if step.snapshot else None
             steps_out.append({
                 "id": step.id,
                 "title": step.title,
@@ -106,7 +107,7 @@ def _decide(check, ctx: CheckContext) -> tuple[bool, str]:
 
 def run_step(page: Page, step: Step, at_end: Callable[[], object] = lambda: None) -> list[Result]:
     """Run a step's commands in order; background ones run until the step ends. `at_end`
-    runs while they still do (the snapshot: a program holding a tun is in the picture)."""
+    runs while they still do (a WHILE_RUNNING snapshot: the program holding a tun)."""
     results: dict[int, Result] = {}
     running: list[tuple[int, execute.Background, Cmd]] = []
     try:
