@@ -11,6 +11,8 @@ cd "$(dirname "$0")"
 
 LAB_PACKAGES=(iproute2 iputils-ping tcpdump util-linux mount graphviz python3 python3-venv
               qemu-system-x86 busybox-static
+              # cairosvg rasterises the diagrams' glyphs for graphviz's PNG slides
+              libcairo2
               # what the kernel-feature probes run (deepdive/features.py)
               nftables iptables ipset conntrack ipvsadm
               # the troubleshooting page's veth statistics

@@ -31,7 +31,7 @@ from typing import Any, Callable, NoReturn, TextIO
 from deepdive import execute, machine, registry, snapshot
 from deepdive.checks import CheckContext
 from deepdive.execute import CommandTimeout, Result
-from deepdive.model import Cmd, DeepDiveError, Page, Step, cmd, masks_of
+from deepdive.model import WHILE_RUNNING, Cmd, DeepDiveError, Page, Step, cmd, masks_of
 
 EXIT_STEP_FAILED = 3
 EXIT_CHECK_FAILED = 4
@@ -66,9 +66,11 @@ def run_page(page: Page) -> dict[str, Any]:
     try:
         for step in page.steps:
             _progress(f"{page.name}: {step.id} ({len(step.commands)} commands)")
-            results = run_step(page, step)
+            taken: list[dict] = []
+            results = run_step(page, step, lambda: taken.append(snapshot.take(nodes()))
+                               if step.snapshot == WHILE_RUNNING else None)
             recorded.extend((step.id, r) for r in results)
-            snap = snapshot.take(nodes()) if step.snapshot else None
+            snap = taken[0] if taken else snapshot.take(nodes()) if step.snapshot else None
             steps_out.append({
                 "id": step.id,
                 "title": step.title,
@@ -103,8 +105,9 @@ def _decide(check, ctx: CheckContext) -> tuple[bool, str]:
     return verdict, ""
 
 
-def run_step(page: Page, step: Step) -> list[Result]:
-    """Run a step's commands in order; background ones run until the step ends."""
+def run_step(page: Page, step: Step, at_end: Callable[[], object] = lambda: None) -> list[Result]:
+    """Run a step's commands in order; background ones run until the step ends. `at_end`
+    runs while they still do (a WHILE_RUNNING snapshot: the program holding a tun)."""
     results: dict[int, Result] = {}
     running: list[tuple[int, execute.Background, Cmd]] = []
     try:
@@ -121,6 +124,7 @@ def run_step(page: Page, step: Step) -> list[Result]:
         for _i, bg, c in running:
             if c.until and not bg.wait_ready(c.until, limit(c)):
                 _never_printed(page, step, c, c.until, bg.stop(timeout=1))
+        at_end()
         # A capture ends within milliseconds of SIGINT, but on a loaded machine it once took
         # over 2 s: at a step's normal end each gets its command's own time limit.
         for i, bg, c in running:

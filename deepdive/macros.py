@@ -146,7 +146,9 @@ def render_quote(capture: dict[str, Any], step_id: str, text: str) -> str:
 
 def render_diagram(capture: dict[str, Any], step_id: str, docs_dir: Path, page_url: str,
                    alt: str = "") -> str:
-    """<img> of diagrams/<page>-<step>.svg relative to the page's URL, with a PNG link."""
+    """<img>s of diagrams/<page>-<step>.svg and its -dark.svg relative to the page's URL
+    (Material shows the one of the reader's scheme: #only-light, #only-dark; glightbox
+    enlarges it on a click), with a link to the PNG."""
     page = capture["page"]
     s = _capture.step(capture, step_id)
     drawn = [sid for sid, _ in _capture.snapshots(capture)]
@@ -155,19 +157,20 @@ def render_diagram(capture: dict[str, Any], step_id: str, docs_dir: Path, page_u
             f"page {page}: step {step_id!r} takes no snapshot, so it has no diagram "
             f"(steps with one: {', '.join(drawn) or 'none'})")
     files = {}
-    for ext in ("svg", "png"):
-        rel = f"diagrams/{page}-{step_id}.{ext}"
+    for key, name in (("svg", ".svg"), ("dark", "-dark.svg"), ("png", ".png")):
+        rel = f"diagrams/{page}-{step_id}{name}"
         if not (docs_dir / rel).is_file():
             raise DeepDiveError(f"page {page}: no diagram at {docs_dir.name}/{rel}; "
                                 f"`{regenerate(page)}` draws it")
-        files[ext] = rel
-    size = png_size(docs_dir / files["png"])
+        files[key] = _text(relative_url(page_url, rel))
+    size = png_size(docs_dir / f"diagrams/{page}-{step_id}.png")
     label = f"PNG for slides ({size[0]}&#215;{size[1]})" if size else "PNG for slides"
-    alt = alt or f"Diagram: {s['title']}"
+    alt = _text(alt or f"Diagram: {s['title']}")
     anchor = _text(f"diagram-{page}-{step_id}")
     return (f'<figure class="dd-diagram" id="{anchor}">'
-            f'<img src="{_text(relative_url(page_url, files["svg"]))}" alt="{_text(alt)}">'
-            f'<figcaption><a href="{_text(relative_url(page_url, files["png"]))}">{label}</a></figcaption>'
+            f'<img src="{files["svg"]}#only-light" alt="{alt}">'
+            f'<img src="{files["dark"]}#only-dark" alt="{alt}">'
+            f'<figcaption>Click the diagram to enlarge it. <a href="{files["png"]}">{label}</a></figcaption>'
             f'</figure>')
 
 

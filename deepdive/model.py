@@ -242,8 +242,12 @@ class Step:
     id: str
     title: str
     commands: tuple[Cmd, ...]
-    snapshot: bool
+    snapshot: bool | str  # False, True or WHILE_RUNNING (see Page.step)
     where: str
+
+
+# A step's snapshot taken before its background programs are stopped, not after.
+WHILE_RUNNING = "while running"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -325,9 +329,15 @@ class Page:
                           "sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1"))
         return [Cmd(argv, where=self.where) for argv in argvs]
 
-    def step(self, id: str, title: str, *commands: Cmd | str, snapshot: bool = False) -> Step:
-        """Append a step; plain strings are commands expected to succeed."""
+    def step(self, id: str, title: str, *commands: Cmd | str, snapshot: bool | str = False) -> Step:
+        """Append a step; plain strings are commands expected to succeed. `snapshot=True`
+        records the kernel's state once the step has ended (its diagram);
+        `snapshot=WHILE_RUNNING` records it while its background programs still run,
+        for a picture they belong in (the program holding a tun)."""
         where = _caller_location()
+        if snapshot not in (False, True, WHILE_RUNNING):
+            raise SnippetError(f"{where}: step {id!r}: snapshot must be True, False or WHILE_RUNNING, "
+                               f"not {snapshot!r}")
         if not NAME_RE.fullmatch(id):
             raise SnippetError(f"{where}: step id {id!r} must match {NAME_RE.pattern}")
         if any(s.id == id for s in self.steps):

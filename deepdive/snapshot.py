@@ -9,7 +9,11 @@ A snapshot is plain JSON-able data:
          "parent": null, "details": {}, "addresses": ["10.0.0.1/24"]}]}]}
 
 `parent` is the device a vlan, macvlan, ipvlan or vxlan link is stacked on; `details`
-holds the kind's distinguishing settings (vlan id, vxlan vni and port, modes).
+holds the kind's distinguishing settings (vlan id, vxlan vni and port, modes). Some kinds
+carry one more key, only where it applies: a vxlan link `"vxlan": {"local": "192.168.0.1"
+| None, "remote": "192.168.0.2" | None}` (remote: the unicast peer or multicast group); a
+tun or tap link `"program": "tuntap_reader.py" | None` (the process holding it open
+through /dev/net/tun: its command name, or its script's for an interpreter); a bond's port `"bond_state": "active" | "backup"`.
 
 `host` is the lab's own root namespace, the one a reader's commands without
 `ip netns exec` act on. Loopback devices are left out.
@@ -111,6 +115,7 @@ def _link(node: str, link, raw: dict, nsids: dict) -> dict[str, Any]:
         "parent": parent,
         "details": _details(kind, link),
         "addresses": own["addrs"].get(index, []),
+        **_extras(kind, link),
     }
 
 
@@ -152,6 +157,59 @@ def _details(kind: str, link) -> dict[str, Any]:
         if value is not None:
             out[label] = MODE_NAMES.get(kind, {}).get(value, value) if label == "mode" else value
     return out
+
+
+BOND_SLAVE_STATES = {0: "active", 1: "backup"}  # IFLA_BOND_SLAVE_STATE (BOND_STATE_*)
+
+
+def _extras(kind: str, link) -> dict[str, Any]:
+    """The keys only some kinds carry (see the module docstring): what a diagram needs to
+    draw a tunnel's two ends, the program behind a tun/tap, a bond's active port."""
+    out: dict[str, Any] = {}
+    if kind == "vxlan":
+        out["vxlan"] = {"local": _info(link, "IFLA_VXLAN_LOCAL") or _info(link, "IFLA_VXLAN_LOCAL6"),
+                        "remote": _info(link, "IFLA_VXLAN_GROUP") or _info(link, "IFLA_VXLAN_GROUP6")}
+    if kind in ("tun", "tap"):
+        out["program"] = tun_holders().get(link.get("ifname"))
+    if link.get_nested("IFLA_LINKINFO", "IFLA_INFO_SLAVE_KIND") == "bond":
+        state = link.get_nested("IFLA_LINKINFO", "IFLA_INFO_SLAVE_DATA", "IFLA_BOND_SLAVE_STATE")
+        out["bond_state"] = BOND_SLAVE_STATES.get(state)
+    return out
+
+
+INTERPRETERS = ("python", "perl", "ruby", "node", "sh", "bash")
+
+
+def tun_holders(proc: str = "/proc") -> dict[str, str]:
+    """tun/tap device name -> the program holding it: every open /dev/net/tun file's
+    fdinfo names its device ("iff:", a tab, "tun0"; Linux 4.12 and later). The program
+    is the command name (comm), or for an interpreter the file name of its script. A
+    process that exits while being read is skipped; the lowest pid wins a tie."""
+    found: dict[str, str] = {}
+    pids = sorted((int(p) for p in os.listdir(proc) if p.isdigit()), reverse=True)
+    for pid in pids:
+        try:
+            fds = os.listdir(f"{proc}/{pid}/fd")
+            for fd in fds:
+                if os.readlink(f"{proc}/{pid}/fd/{fd}") != "/dev/net/tun":
+                    continue
+                with open(f"{proc}/{pid}/fdinfo/{fd}") as f:
+                    for line in f:
+                        if line.startswith("iff:"):
+                            found[line.split(":", 1)[1].strip()] = _program(f"{proc}/{pid}")
+        except OSError:  # gone, or not ours to read
+            continue
+    return found
+
+
+def _program(pid_dir: str) -> str:
+    with open(f"{pid_dir}/comm") as f:
+        comm = f.read().strip()
+    with open(f"{pid_dir}/cmdline", "rb") as f:
+        argv = f.read().decode(errors="replace").split("\0")
+    if comm.startswith(INTERPRETERS) and len(argv) > 1 and argv[1] and not argv[1].startswith("-"):
+        return os.path.basename(argv[1])
+    return comm
 
 
 def find_link(snapshot: dict[str, Any], node: str, name: str) -> dict[str, Any]:

@@ -5,7 +5,7 @@ that plays the other end is snippets/programs/tuntap_reader.py.
 """
 import re
 
-from deepdive.model import Needs, Page, cmd
+from deepdive.model import WHILE_RUNNING, Needs, Page, cmd
 from deepdive.parse import answered, learned, neighbour, received, transmitted
 
 page = Page(
@@ -58,7 +58,6 @@ page.step(
     "ip -n ns1 link set eth0 up",
     "ip link set tap0 master br0",
     "bridge link show dev tap0",
-    snapshot=True,
 )
 page.step(
     "bridged", "The program attaches again; ns1 pings it across the bridge",
@@ -66,6 +65,7 @@ page.step(
     "bridge link show dev tap0",
     "ip netns exec ns1 ping -c 2 -i 0.2 -W 1 10.0.2.2",
     "bridge fdb show br br0 dynamic",
+    snapshot=WHILE_RUNNING,  # the program holding the device is in the diagram
 )
 
 

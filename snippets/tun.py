@@ -3,7 +3,7 @@
 Run with `invoke lab.run --page tun`; the page is docs/interfaces/tun.md. The program
 that plays the other end is snippets/programs/tuntap_reader.py.
 """
-from deepdive.model import Needs, Page, cmd
+from deepdive.model import WHILE_RUNNING, Needs, Page, cmd
 from deepdive.parse import answered, received, transmitted
 
 page = Page(
@@ -26,7 +26,6 @@ page.step(
     "ip link set tun0 up",
     "ip link show tun0",
     "ip route show dev tun0",
-    snapshot=True,
 )
 page.step(
     "read", "A program attaches to tun0 and reads what the kernel routes there",
@@ -39,6 +38,7 @@ page.step(
     "answer", "The program answers the pings",
     cmd(f"{READER} --answer 10.0.1.2 tun0", background=True, ready="reading tun0"),
     "ping -c 2 -i 0.2 -W 1 10.0.1.2",
+    snapshot=WHILE_RUNNING,  # the program holding the device is in the diagram
 )
 page.step(
     "own", "A program that creates its device itself",

@@ -485,3 +485,16 @@ def test_snapshot_is_read_once_per_check_and_again_after_a_probe():
     assert len(reads) == 2
     with pytest.raises(KeyError):
         ctx.link("ns1", "veth1")
+
+
+def test_at_end_runs_while_the_steps_background_programs_still_run(tmp_path):
+    """A WHILE_RUNNING snapshot sees the programs of its step (the one holding a tun)."""
+    from deepdive import inlab
+    flag = tmp_path / "running"
+    page = Page(name="bg", title="Background")
+    program = f"sh -c 'trap \"rm {flag}; exit 0\" INT; touch {flag}; echo ready; sleep 30 & wait'"
+    step = page.step("run", "Run", cmd(program, background=True, ready="ready"), "true")
+    seen = []
+    inlab.run_step(page, step, lambda: seen.append(flag.exists()))
+    assert seen == [True]
+    assert not flag.exists()  # and the program was stopped after it

@@ -130,8 +130,9 @@ def make_site(root: Path, pages: dict[str, str]) -> Path:
     (docs / "captures").mkdir()
     (docs / "captures" / "veth.json").write_text(json.dumps(make_capture(), indent=2))
     (docs / "diagrams").mkdir()
-    (docs / "diagrams" / "veth-address.svg").write_text(
-        '<svg xmlns="http://www.w3.org/2000/svg" width="16" height="9"><rect width="16" height="9"/></svg>')
+    for name in ("veth-address.svg", "veth-address-dark.svg"):
+        (docs / "diagrams" / name).write_text(
+            '<svg xmlns="http://www.w3.org/2000/svg" width="16" height="9"><rect width="16" height="9"/></svg>')
     (docs / "diagrams" / "veth-address.png").write_bytes(png(1920, 1080))
     return root
 
@@ -258,12 +259,17 @@ def test_diagram_paths_resolve_from_the_built_page(built):
     page, html_text = built
     site = page.parents[2]
     [fig] = parse(html_text).find("figure", id="diagram-veth-address")
-    [img] = fig.find("img")
-    assert img.attrs["src"] == "../../diagrams/veth-address.svg"
-    assert resolve(page, img.attrs["src"]) == site / "diagrams" / "veth-address.svg"
-    assert (site / "diagrams" / "veth-address.svg").is_file()
-    assert img.attrs["alt"] == "Diagram: Give each end an address"
-    [link] = fig.find("a")
+    light, dark = fig.find("img")  # Material shows one per scheme
+    assert light.attrs["src"] == "../../diagrams/veth-address.svg#only-light"
+    assert dark.attrs["src"] == "../../diagrams/veth-address-dark.svg#only-dark"
+    for img in (light, dark):
+        assert resolve(page, img.attrs["src"].split("#")[0]).is_file()
+        assert img.attrs["alt"] == "Diagram: Give each end an address"
+    # glightbox: a click on each image enlarges it, each scheme in a gallery of its own
+    zoom = [a for a in fig.find("a") if "glightbox" in a.attrs.get("class", "")]
+    assert [a.attrs["href"] for a in zoom] == [light.attrs["src"], dark.attrs["src"]]
+    assert [a.attrs["data-gallery"] for a in zoom] == ["light", "dark"]
+    [link] = fig.find("figcaption")[0].find("a")
     assert resolve(page, link.attrs["href"]).is_file()
     assert link.text() == "PNG for slides (1920×1080)"
 
@@ -344,6 +350,14 @@ def test_missing_diagram_names_the_command(tmp_path):
     (tmp_path / "diagrams").mkdir()
     with pytest.raises(DeepDiveError, match=r"page veth: no diagram at .*veth-address\.svg; "
                                             r"`invoke lab.run --page veth` draws it"):
+        macros.render_diagram(make_capture(), "address", tmp_path, "interfaces/veth/")
+
+
+def test_missing_dark_diagram_names_the_command(tmp_path):
+    (tmp_path / "diagrams").mkdir()
+    for name in ("veth-address.svg", "veth-address.png"):
+        (tmp_path / "diagrams" / name).write_bytes(b"")
+    with pytest.raises(DeepDiveError, match=r"no diagram at .*veth-address-dark\.svg; "):
         macros.render_diagram(make_capture(), "address", tmp_path, "interfaces/veth/")
 
 

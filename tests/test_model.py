@@ -511,3 +511,12 @@ def test_bad_page_declaration_in_a_snippet_is_a_snippet_error(tmp_path):
     lines = ["from deepdive.model import Page", f'page = Page(name="bad", title="T", nodes=("host",))  {MARK}']
     message, _where = load_error(tmp_path, "bad", lines)
     assert "node name 'host'" in message
+
+
+def test_a_snapshot_is_taken_after_the_step_or_while_it_runs_and_nothing_else() -> None:
+    from deepdive.model import WHILE_RUNNING
+    page = Page("p", "P")
+    assert page.step("a", "A", "true", snapshot=WHILE_RUNNING).snapshot == WHILE_RUNNING
+    assert page.step("b", "B", "true", snapshot=True).snapshot is True
+    with pytest.raises(SnippetError, match="snapshot must be True, False or WHILE_RUNNING, not 'running'"):
+        page.step("c", "C", "true", snapshot="running")

@@ -200,6 +200,6 @@ def test_a_diagram_id_is_escaped(tmp_path):
     capture["page"] = capture["steps"][0]["id"] = name
     capture["steps"][0]["snapshot"] = {"nodes": []}
     (tmp_path / "diagrams").mkdir()
-    for ext in ("svg", "png"):
-        (tmp_path / "diagrams" / f"{name}-{name}.{ext}").write_bytes(b"")
+    for suffix in (".svg", "-dark.svg", ".png"):
+        (tmp_path / "diagrams" / f"{name}-{name}{suffix}").write_bytes(b"")
     assert _ids(macros.render_diagram(capture, name, tmp_path, "interfaces/x/")) == [f"diagram-{name}-{name}"]

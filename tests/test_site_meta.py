@@ -259,13 +259,17 @@ def first_diagram(src: str) -> str:
 
 def test_the_home_page_has_a_card_per_page_with_its_diagram():
     home = (DOCS / "index.md").read_text()
-    cards = re.findall(r"^-   !\[[^\]]*\]\(([^)]+)\)\n\n    \*\*\[[^\]]+\]\(([^)]+)\)\*\*: (.+)$",
-                       home, re.MULTILINE)
-    by_page = {page: image for image, page, _line in cards}
+    # Each card shows the diagram twice, one image per colour scheme (Material hides the
+    # other): diagrams/X.svg#only-light, then diagrams/X-dark.svg#only-dark.
+    cards = re.findall(r"^-   !\[[^\]]*\]\(([^)]+)\)!\[[^\]]*\]\(([^)]+)\)\n\n"
+                       r"    \*\*\[[^\]]+\]\(([^)]+)\)\*\*: (.+)$", home, re.MULTILINE)
+    by_page = {page: (light, dark) for light, dark, page, _line in cards}
     assert len(by_page) == len(cards), "a page has two cards"
     assert set(by_page) == set(LABS.values())
-    for page, image in by_page.items():
-        assert image == first_diagram(page), f"the card of {page} shows {image}"
+    for page, (light, dark) in by_page.items():
+        svg = first_diagram(page)
+        assert light == f"{svg}#only-light", f"the card of {page} shows {light}"
+        assert dark == svg.replace(".svg", "-dark.svg#only-dark"), f"the card of {page} shows {dark} in the dark"
 
 
 # --- where the top goes -------------------------------------------------------------------
