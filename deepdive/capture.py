@@ -7,6 +7,9 @@
      "steps": [{"id": "create", "title": "...",
                 "commands": [{"cmd": "ip link add ...", "argv": [...], "rc": 0,
                               "stdout": "...", "stderr": ""}],
+                # a background command also has "background": true, "ended": how it
+                # ended ("exited", "SIGINT" or "SIGKILL"; see deepdive.execute.ENDINGS),
+                # and "ready": the text the step waited for after starting it, if any
                 "snapshot": null | {"nodes": [...]}}],          # see deepdive.snapshot
      "checks": [{"claim": "...", "after": "down", "passed": true}]}
 
@@ -33,6 +36,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from deepdive.execute import ENDINGS
 from deepdive.masking import compile_masks, masked
 from deepdive.model import NAME_RE, PAGE_NAME_RE, DeepDiveError
 
@@ -50,7 +54,8 @@ _LINK = {"name": str, "kind?": (str, _NONE), "mac?": (str, _NONE), "mtu?": (int,
          "peer?": (_ENDPOINT, _NONE), "parent?": (_ENDPOINT, _NONE),
          "details?": (dict, _NONE), "addresses?": ([str], _NONE)}
 _SNAPSHOT = {"nodes": [{"name": str, "links": [_LINK]}]}
-_COMMAND = {"cmd": str, "argv": [str], "rc": int, "stdout": str, "stderr": str}
+_COMMAND = {"cmd": str, "argv": [str], "rc": int, "stdout": str, "stderr": str,
+            "background?": bool, "ready?": str, "ended?": str}
 _STEP = {"id": str, "title": str, "commands": [_COMMAND], "snapshot": (_SNAPSHOT, _NONE)}
 _CHECK = {"claim": str, "after": str, "passed": bool, "where?": str, "error?": str}
 SHAPE = {"generated": str, "page": str, "title": str,
@@ -99,12 +104,28 @@ def shape_problem(capture: Any) -> str:
     for i, s in enumerate(capture["steps"]):
         if not NAME_RE.fullmatch(s["id"]):  # ids become file names and HTML ids
             return f"steps[{i}].id {s['id']!r} is not a step id"
+        for j, c in enumerate(s["commands"]):
+            problem = _background_problem(c)
+            if problem:
+                return f"steps[{i}].commands[{j}] {problem}"
     for i, m in enumerate(capture.get("masks", [])):
         try:
             compile_masks([(m["pattern"], m["replacement"])])
         except (re.error, IndexError) as exc:
             return f"masks[{i}] is not a pattern and its replacement ({exc})"
     return ""
+
+
+def _background_problem(command: dict[str, Any]) -> str:
+    """What is wrong with how `command` says it ran in the background, or "": the page
+    shows how a background command was stopped, so it must say; no other may."""
+    if command.get("background"):
+        if command.get("ended") not in ENDINGS:
+            return (f"ran in the background but its 'ended' is {command.get('ended')!r}, "
+                    f"not one of {', '.join(ENDINGS)}")
+        return ""
+    extra = [k for k in ("ended", "ready") if k in command]
+    return f"has {extra[0]!r} but did not run in the background" if extra else ""
 
 
 def _mismatch(value: Any, spec: Any, where: str) -> str:

@@ -16,13 +16,14 @@ never matches what a snippet expects and the step fails with that line.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
 import subprocess
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import IO
 
 from deepdive.text import decode
@@ -38,15 +39,22 @@ _CHUNK = 1 << 16
 DETACHED_GRACE = 1.0
 
 
+# How a background command ended (Result.ended): it exited by itself, or the lab stopped
+# it with SIGINT, or killed it with SIGKILL (SIGINT ignored, or past the output limit).
+ENDINGS = ("exited", "SIGINT", "SIGKILL")
+
+
 @dataclass(frozen=True)
 class Result:
     argv: tuple[str, ...]
     rc: int
     stdout: str
     stderr: str
+    ended: str = ""  # one of ENDINGS for a background command, "" for any other
 
     def to_json(self) -> dict:
-        return {"argv": list(self.argv), "rc": self.rc, "stdout": self.stdout, "stderr": self.stderr}
+        return {"argv": list(self.argv), "rc": self.rc, "stdout": self.stdout, "stderr": self.stderr,
+                **({"ended": self.ended} if self.ended else {})}
 
 
 def die_with_parent() -> None:
@@ -238,6 +246,7 @@ class Background:
         self._started = started if isinstance(started, _Process) else None
         self._failed = started if isinstance(started, Result) else None
         self.proc = self._started.proc if self._started else None
+        self._stopped: Result | None = None
 
     def wait_ready(self, text: str, timeout: float) -> bool:
         """Wait until `text` shows in a complete line of its output (as printed, before
@@ -260,17 +269,34 @@ class Background:
             time.sleep(0.01)
         return False
 
-    def stop(self, timeout: float) -> Result:
-        """SIGINT (a capture prints its summary on it), then SIGKILL if it lingers."""
+    def stop(self, timeout: float, grace: float = 0.0) -> Result:
+        """SIGINT (a capture prints its summary on it), then SIGKILL if it lingers `timeout`
+        seconds; its Result says which in `ended` (see ENDINGS).
+
+        `grace` seconds are first left for it to exit by itself: one that printed its last
+        line (`tcpdump -c N` its count) is then recorded as having exited, rather than as
+        stopped by a SIGINT that raced its exit. Stopping it again returns the same Result."""
+        if self._stopped is None:
+            self._stopped = self._stop(timeout, grace)
+        return self._stopped
+
+    def _stop(self, timeout: float, grace: float) -> Result:
         if self._started is None:
             assert self._failed is not None
-            return self._failed
+            return replace(self._failed, ended="exited")
         proc = self._started.proc
+        ended = "exited"
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=grace)
         if proc.poll() is None:
             self._started.signal(signal.SIGINT)
+            ended = "SIGINT"
             try:
                 proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 self._started.kill_and_reap()
+                ended = "SIGKILL"
         self._started.finish(time.monotonic() + 2)
-        return self._started.result()
+        if self._started.out.overflowed or self._started.err.overflowed:
+            ended = "SIGKILL"  # killed by the lab for printing too much, whenever it was
+        return replace(self._started.result(), ended=ended)

@@ -74,7 +74,7 @@ def run_page(page: Page) -> dict[str, Any]:
             steps_out.append({
                 "id": step.id,
                 "title": step.title,
-                "commands": [{"cmd": c.text, **r.to_json(), **({"background": True} if c.background else {})}
+                "commands": [{"cmd": c.text, **r.to_json(), **_background_json(c)}
                              for c, r in zip(step.commands, results)],
                 "snapshot": snap,
             })
@@ -128,13 +128,28 @@ def run_step(page: Page, step: Step, at_end: Callable[[], object] = lambda: None
         # A capture ends within milliseconds of SIGINT, but on a loaded machine it once took
         # over 2 s: at a step's normal end each gets its command's own time limit.
         for i, bg, c in running:
-            results[i] = bg.stop(timeout=limit(c))
+            results[i] = bg.stop(timeout=limit(c), grace=EXIT_GRACE * SLOWDOWN if c.until else 0.0)
     finally:
         for i, bg, _c in running:
             results.setdefault(i, bg.stop(timeout=2))
     for i, _bg, c in running:
         _expect(page, step, c, results[i])
     return [results[i] for i in range(len(step.commands))]
+
+
+# Seconds a background command that printed its `until` text is given to exit by itself
+# before SIGINT (see execute.Background.stop): `tcpdump -c N` exits a few milliseconds after
+# printing its count, one without -c never does and costs this much more.
+EXIT_GRACE = 0.5
+
+
+def _background_json(c: Cmd) -> dict[str, Any]:
+    """What a capture records of a background command beyond its Result: that it ran in
+    the background, and the text it was waited for before the step went on (the page
+    shows its output up to there where it started)."""
+    if not c.background:
+        return {}
+    return {"background": True, **({"ready": c.ready} if c.ready else {})}
 
 
 def limit(c: Cmd) -> float:

@@ -4,6 +4,8 @@ mkdocs.yml loads this file (`macros: module_name: deepdive/macros`) and a page c
 
     {{ diagram("veth", "up") }}      the SVG drawn from step "up"'s snapshot, and its PNG
     {{ step("veth", "create") }}     the step's commands and what the kernel printed
+    {{ step("veth", "show", highlight=["link-netns ns2"]) }}   ... with those texts marked;
+                                     the build fails if one is not in the step's output
     {{ checks("veth") }}             each claim the lab tested, passed or failed
     {{ captured("veth") }}           where and when the capture was recorded
     {{ reproduce("veth") }}          the verified count and the "Reproduce this page" box;
@@ -29,7 +31,7 @@ import re
 import struct
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 # mkdocs-macros imports this file by path, not as part of the package, so make sure the
 # package it belongs to is importable when the project is not installed.
@@ -40,16 +42,13 @@ if _ROOT not in sys.path:
 from deepdive import capture as _capture  # noqa: E402
 from deepdive import reproduce as _reproduce  # noqa: E402
 from deepdive import registry as _registry  # noqa: E402
+from deepdive import console  # noqa: E402
+from deepdive.console import text as _text  # noqa: E402
 from deepdive.model import PAGE_NAME_RE, DeepDiveError  # noqa: E402
 
 MACROS = ("step", "diagram", "checks", "captured")
 _INDENTED_CALL = re.compile(r"^([ \t]+)\{\{-?\s*(%s)\s*\(" % "|".join(MACROS), re.MULTILINE)
 _CODE_SPAN = re.compile(r"`([^`]+)`")
-# HTML escapes, plus newline and tab as character references: the block stays one line,
-# so no Markdown preprocessor (fences, snippets, tab expansion) acts on captured output.
-_REFS = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;",
-         "\n": "&#10;", "\t": "&#9;"}
-_REFS_RE = re.compile("[%s]" % re.escape("".join(_REFS)))
 
 
 def regenerate(page: str) -> str:
@@ -58,26 +57,23 @@ def regenerate(page: str) -> str:
 
 # --- pure renderers: capture dict in, one line of HTML out -------------------------------
 
-def render_step(capture: dict[str, Any], step_id: str) -> str:
-    """The step's commands, each as `$ cmd` followed by its stdout, stderr and exit status."""
+def render_step(capture: dict[str, Any], step_id: str, highlight: Sequence[str] = ()) -> str:
+    """The step's commands and what they printed, as deepdive.console lays them out:
+    long lines wrapped, long outputs folded, background commands stopped where they
+    were, and the texts in `highlight` marked. DeepDiveError naming page and step if a
+    highlight is not in the step's output."""
     page = capture["page"]
     s = _capture.step(capture, step_id)
-    anchor = _text(f"step-{page}-{step_id}")
-    lines: list[str] = []
-    for c in s["commands"]:
-        lines.append(f'<span class="dd-cmd"><span class="dd-prompt">$ </span>{_text(c["cmd"])}</span>')
-        stdout, stderr = (c.get(k, "").rstrip("\n") for k in ("stdout", "stderr"))
-        if stdout:
-            lines.append(f'<span class="dd-stdout">{_text(stdout)}</span>')
-        if stderr:
-            lines.append(f'<span class="dd-stderr" title="standard error">{_text(stderr)}</span>')
-        if c.get("rc", 0) != 0:
-            lines.append(f'<span class="dd-rc">exit status {int(c["rc"])}</span>')
-    commands = "\n".join(c["cmd"] for c in s["commands"])
+    anchor = _text(_step_anchor(page, step_id))
+    try:
+        block = console.lines(s, highlight)
+    except DeepDiveError as exc:
+        raise DeepDiveError(f"page {page}, step {step_id}: {exc}; fix the highlight, or "
+                            f"`{regenerate(page)}` if the capture is out of date") from None
     return (f'<figure class="dd-step" id="{anchor}">'
             f'<figcaption>{_inline(s["title"])}'
             f'<a class="dd-anchor" href="#{anchor}" title="Link to this step">&#182;</a></figcaption>'
-            f'<pre class="dd-console" data-copy="{_text(commands)}"><code>{"&#10;".join(lines)}</code></pre>'
+            f'{console.render(block)}'
             f'</figure>')
 
 
@@ -200,11 +196,6 @@ def png_size(path: Path) -> tuple[int, int] | None:
     return struct.unpack(">II", head[16:24])
 
 
-def _text(s: str) -> str:
-    """`s` as literal HTML text or attribute value, on one line."""
-    return _REFS_RE.sub(lambda m: _REFS[m.group()], s)
-
-
 def _inline(s: str) -> str:
     """Text from a snippet (a title, a claim) where `code` spans become <code>."""
     parts = _CODE_SPAN.split(s)
@@ -230,9 +221,10 @@ def define_env(env) -> None:
         return _capture.load(page, captures)
 
     @env.macro
-    def step(page: str, step_id: str) -> str:
-        """The commands of step `step_id` of `page` and their captured output."""
-        return _block(render_step(load(page), step_id))
+    def step(page: str, step_id: str, highlight: Sequence[str] | None = None) -> str:
+        """The commands of step `step_id` of `page` and their captured output, with the
+        texts in `highlight` marked (each must occur in that output)."""
+        return _block(render_step(load(page), step_id, () if highlight is None else highlight))
 
     @env.macro
     def diagram(page: str, step_id: str, alt: str = "") -> str:

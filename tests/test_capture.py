@@ -240,6 +240,18 @@ WRONG_SHAPES = {
     "a step id that is a path": (_edited(**{"steps.0.id": "../../x"}), "steps[0].id '../../x' is not a step id"),
     "another page": (_edited(page="veth"), "it is the capture of page 'veth'"),
     "markup for a page": (_edited(page='x"><script>'), "is not a page name"),
+    "a background command that does not say how it ended": (
+        _edited(**{"steps.1.commands.0.background": True}),
+        "steps[1].commands[0] ran in the background but its 'ended' is None, not one of exited, SIGINT, SIGKILL"),
+    "a background command ended in an unknown way": (
+        _edited(**{"steps.1.commands.0.background": True, "steps.1.commands.0.ended": "SIGTERM"}),
+        "its 'ended' is 'SIGTERM', not one of"),
+    "a foreground command with an ending": (
+        _edited(**{"steps.1.commands.0.ended": "exited"}),
+        "steps[1].commands[0] has 'ended' but did not run in the background"),
+    "ended not a string": (
+        _edited(**{"steps.1.commands.0.background": True, "steps.1.commands.0.ended": 1}),
+        "steps[1].commands[0].ended is an integer, not a string"),
     "masks an object": (_edited(masks={}), "masks is an object, not a list"),
     "a mask that does not compile": (_edited(masks=[{"pattern": "(", "replacement": "x"}]),
                                      "masks[0] is not a pattern and its replacement (missing ), unterminated"),
@@ -261,7 +273,8 @@ def test_load_of_a_capture_of_the_wrong_shape_is_one_line(tmp_path, content, pro
 
 
 def test_a_capture_may_carry_keys_of_its_own(tmp_path):
-    c = _edited(**{"extra": 1, "steps.1.commands.0.background": True, "meta.vm": "6.1"})
+    c = _edited(**{"extra": 1, "steps.1.commands.0.background": True, "steps.1.commands.0.ended": "SIGINT",
+                   "meta.vm": "6.1"})
     (tmp_path / "vlan.json").write_text(json.dumps(c))
     assert cap.load("vlan", captures=tmp_path) == c
 

@@ -176,6 +176,8 @@ def test_background_waits_for_ready_and_stops_with_sigint():
     assert res.rc == 0
     assert res.stdout == "ready\nbye\n"
     assert res.stderr == ""
+    assert res.ended == "SIGINT"
+    assert res.to_json()["ended"] == "SIGINT"
 
 
 def test_background_ready_text_may_come_on_stderr_and_sigkill_follows_if_sigint_is_ignored():
@@ -188,6 +190,7 @@ def test_background_ready_text_may_come_on_stderr_and_sigkill_follows_if_sigint_
             bg.proc.kill()
     assert res.rc == -signal.SIGKILL
     assert res.stderr == "listening on eth0\n"
+    assert res.ended == "SIGKILL"
 
 
 def test_background_that_exits_without_ready_text_is_not_ready():
@@ -196,7 +199,7 @@ def test_background_that_exits_without_ready_text_is_not_ready():
     assert bg.wait_ready("ready", 5) is False
     assert time.monotonic() - started < 3  # it noticed the exit; it did not wait 5 s
     res = bg.stop(timeout=1)
-    assert (res.rc, res.stdout) == (0, "no such luck\n")
+    assert (res.rc, res.stdout, res.ended) == (0, "no such luck\n", "exited")
 
 
 def test_background_without_the_ready_text_is_not_ready_after_the_timeout():
@@ -217,6 +220,7 @@ def test_background_that_cannot_start_gives_the_shells_status_when_stopped():
     assert bg.wait_ready("listening", 1) is False
     res = bg.stop(timeout=1)
     assert res.rc == 127 and "dd-no-such-program-here: command not found" in res.stderr
+    assert res.ended == "exited"  # as a shell's job whose program was not found
 
 
 def test_background_is_ready_once_the_ready_text_ends_a_line():
@@ -229,6 +233,36 @@ def test_background_is_ready_once_the_ready_text_ends_a_line():
     finally:
         res = bg.stop(timeout=0.2)
     assert res.stdout == "listening on eth0\n"
+
+# Prints its count and exits 0.3 s after it started, as `tcpdump -c N` does once it has
+# seen its N packets; on SIGINT it also exits 0, so only `ended` tells the two apart.
+COUNTED = """
+import signal, sys, time
+signal.signal(signal.SIGINT, lambda *_: sys.exit(0))
+print("listening", flush=True)
+time.sleep(0.3)
+print("1 packet captured", flush=True)
+"""
+
+
+@pytest.mark.parametrize("grace, ended", [(2.0, "exited"), (0.0, "SIGINT")])
+def test_a_grace_before_sigint_lets_a_command_exit_by_itself(grace, ended):
+    bg = Background(PY + (COUNTED,))
+    assert bg.wait_ready("listening", 5)
+    res = bg.stop(timeout=5, grace=grace)
+    assert res.rc == 0 and res.ended == ended
+
+
+def test_a_background_command_stopped_twice_keeps_its_first_result():
+    bg = Background(PY + (POLITE,))
+    assert bg.wait_ready("ready", 5)
+    first = bg.stop(timeout=5)
+    assert bg.stop(timeout=5) is first and first.ended == "SIGINT"
+
+
+def test_a_foreground_result_says_nothing_of_how_it_ended():
+    assert "ended" not in execute.run(("true",), 5).to_json()
+
 
 # --- standard input -------------------------------------------------------------------
 
@@ -355,6 +389,7 @@ def test_a_background_command_past_the_limit_is_killed_and_says_so():
     res = bg.stop(timeout=1)
     assert res.rc == -signal.SIGKILL and len(res.stdout) == 4096
     assert "[stdout passed the output limit of 4 KiB" in res.stderr
+    assert res.ended == "SIGKILL"  # it exited before stop(), killed by the lab
 
 
 def test_a_step_past_the_limit_fails_in_one_line_naming_page_step_command_and_limit(monkeypatch):

@@ -4,6 +4,7 @@ No privileges needed: the captures and diagrams here are written by the tests.
 """
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -19,7 +20,7 @@ from urllib.parse import unquote, urlsplit
 import pytest
 
 from deepdive import capture as capture_module
-from deepdive import macros
+from deepdive import console, macros
 from deepdive.model import DeepDiveError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -238,7 +239,7 @@ def test_console_block_shows_exactly_what_ran(built):
     assert [n.text() for n in show.find(cls="dd-cmd")] == ["$ ip -n ns1 link show", "$ cat tricky"]
     assert show.find("figcaption")[0].find("code")[0].text() == "veth0"
     # The copy button copies the commands, not their output.
-    assert show.find("pre")[0].attrs["data-copy"] == "ip -n ns1 link show\ncat tricky"
+    assert show.find("div", cls="dd-console")[0].attrs["data-copy"] == "ip -n ns1 link show\ncat tricky"
 
 
 def test_exit_status_and_stderr_are_marked(built):
@@ -250,6 +251,7 @@ def test_exit_status_and_stderr_are_marked(built):
         "$ ip -n ns1 link set nosuch up", 'Cannot find device "nosuch"', "exit status 1",
     ])
     assert [n.text() for n in down.find(cls="dd-stderr")] == ['Cannot find device "nosuch"']
+    assert [n.text() for n in down.find(cls="dd-error")] == ['Cannot find device "nosuch"']
     assert len(down.find(cls="dd-rc")) == 2
     # A step written right under a paragraph is still a block, not part of the paragraph.
     assert not [p for p in parse(html_text).find("p") if p.find("figure")]
@@ -466,3 +468,210 @@ def test_a_raw_quote_of_output_is_found():
                 "```\n`LOWER_UP`\n```\n")
     assert quoted_raw(markdown, make_capture()) == ["link-netns ns2", "veth0@if2: ... ns2"]
 
+
+
+# --- console blocks: wrapped lines, folds, highlights, background jobs, stderr ----------
+
+def console_capture(*commands: dict) -> dict:
+    """make_capture() with one more step, "run", of these commands."""
+    c = make_capture()
+    c["steps"].append({"id": "run", "title": "Run", "commands": list(commands), "snapshot": None})
+    return c
+
+
+def background(text: str, ended: str, rc: int = 0, stdout: str = "", stderr: str = "", ready: str = "") -> dict:
+    return {**command(text + " &", rc, stdout, stderr), "background": True, "ended": ended,
+            **({"ready": ready} if ready else {})}
+
+
+def block(html_text: str) -> Node:
+    [div] = parse(html_text).find("div", cls="dd-console")
+    return div
+
+
+def shown_lines(div: Node) -> list[str]:
+    """The text of each line the reader sees without opening a fold."""
+    folded = {id(n) for d in div.find("details") for n in d.walk()}
+    return [n.text() for n in div.find(cls="dd-line") if id(n) not in folded]
+
+
+LONG = "".join(f"line {i}\n" for i in range(1, 41))  # 40 lines
+
+
+def test_every_line_is_a_box_of_its_own_so_a_wrapped_row_hangs_under_it():
+    """The hanging indent and continuation mark are per line (CSS on .dd-line): a heredoc's
+    body and each output line are separate boxes, the prompt only on a command's first."""
+    heredoc = "tee /etc/x <<'EOF'\n{\n  \"a\": 1\n}\nEOF"
+    div = block(macros.render_step(console_capture(command(heredoc, stdout="{\n  \"a\": 1\n}\n")), "run"))
+    assert shown_lines(div) == ["$ tee /etc/x <<'EOF'", "{", '  "a": 1', "}", "EOF", "{", '  "a": 1', "}"]
+    assert len(div.find(cls="dd-prompt")) == 1
+    assert div.attrs["data-copy"] == heredoc
+
+
+def test_a_long_output_shows_its_head_tail_and_highlights_and_folds_the_rest():
+    html_text = macros.render_step(console_capture(command("seq", stdout=LONG)), "run", ["line 20"])
+    div = block(html_text)
+    head = [f"line {i}" for i in range(1, console.HEAD + 1)]
+    tail = [f"line {i}" for i in range(41 - console.TAIL, 41)]
+    assert shown_lines(div) == ["$ seq", *head, "line 20", *tail]
+    folds = div.find("details", cls="dd-fold")
+    assert [f.find("summary")[0].text() for f in folds] == ["11 more lines", "16 more lines"]
+    # Valid HTML: a fold holds a <pre> of its own, no <pre> holds a fold; one <code> in the
+    # block, so one copy button, the others' lines are <samp>.
+    assert all(not p.find("details") for p in div.find("pre"))
+    assert len(div.find("code")) == 1 and len(div.find("samp")) == 4
+    # Nothing lost: every line is in the block once, in order.
+    assert [n.text() for n in div.find(cls="dd-line")] == ["$ seq", *LONG.splitlines()]
+
+
+@pytest.mark.parametrize("count, fold_over, folds", [
+    (console.FOLD_OVER, console.FOLD_OVER, 0),              # short enough: whole
+    (console.FOLD_OVER + 1, console.FOLD_OVER, 1),
+    # With any length folded, a run of fewer than MIN_FOLD lines stays in view.
+    (console.HEAD + console.TAIL + console.MIN_FOLD - 1, 0, 0),
+    (console.HEAD + console.TAIL + console.MIN_FOLD, 0, 1),
+])
+def test_an_output_is_folded_only_when_long_and_by_at_least_min_fold_lines(count, fold_over, folds, monkeypatch):
+    monkeypatch.setattr(console, "FOLD_OVER", fold_over)
+    out = "".join(f"{i}\n" for i in range(count))
+    div = block(macros.render_step(console_capture(command("seq", stdout=out)), "run"))
+    assert len(div.find("details")) == folds
+    assert len(div.find(cls="dd-line")) == count + 1
+
+
+def test_each_command_output_is_folded_on_its_own():
+    c = console_capture(command("seq a", stdout=LONG), command("seq b", stdout="short\n"),
+                        command("seq c", stdout=LONG))
+    div = block(macros.render_step(c, "run"))
+    assert len(div.find("details")) == 2
+    assert "$ seq b" in shown_lines(div) and "short" in shown_lines(div)
+
+
+def test_highlights_are_marked_wherever_they_occur_in_the_output():
+    div = block(macros.render_step(make_capture(), "show", ["state UP", "link-netns ns2", "LOWER_UP>"]))
+    assert [m.text() for m in div.find("mark", cls="dd-hl")] == ["LOWER_UP>", "LOWER_UP>", "state UP",
+                                                                 "link-netns ns2"]
+    # Marks change no text: the block reads exactly as without them.
+    assert div.text() == block(macros.render_step(make_capture(), "show")).text()
+
+
+def test_overlapping_highlights_mark_each_character_once():
+    div = block(macros.render_step(make_capture(), "show", ["veth0@if2", "@if2: <BROAD"]))
+    line = [n for n in div.find(cls="dd-line") if n.text().startswith("2: veth0")][0]
+    assert "".join(m.text() for m in line.find("mark")) == "veth0@if2: <BROAD"
+    assert line.text().startswith("2: veth0@if2: <BROADCAST")
+
+
+@pytest.mark.parametrize("highlight, problem", [
+    (["Peer netns reference is invalid"], "highlight 'Peer netns reference is invalid' is in no output line"),
+    (["ip -n ns1 link show"], "highlight 'ip -n ns1 link show' is in no output line"),   # a command
+    (["veth0@if2 ... ns2"], "is in no output line"),                                    # no elision
+    (["link-netns ns2\n"], "each within one line"),
+    (["lo: <LOOPBACK,UP,LOWER_UP> mtu 65536\n    link"], "each within one line"),
+    ("state UP", "give a list of texts"),                                  # a string, not a list
+    ([""], "give a list of texts"),
+    ([3], "give a list of texts"),
+])
+def test_a_highlight_not_in_the_output_fails_in_one_line(highlight, problem):
+    with pytest.raises(DeepDiveError) as err:
+        macros.render_step(make_capture(), "show", highlight)
+    message = str(err.value)
+    assert message.startswith("page veth, step show: ") and problem in message
+    assert "\n" not in message and "`invoke lab.run --page veth`" in message
+
+
+def test_a_highlight_not_in_the_output_fails_the_build(tmp_path):
+    root = make_site(tmp_path, {"index.md": '{{ step("veth", "show", highlight=["state forwarding"]) }}\n'})
+    result = mkdocs_build(root)
+    assert result.returncode != 0
+    assert ("index.md: page veth, step show: highlight 'state forwarding' is in no output line of the step"
+            in result.stdout + result.stderr)
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_a_page_declares_highlights(tmp_path):
+    root = make_site(tmp_path, {"index.md": '{{ step("veth", "show", highlight=["link-netns ns2"]) }}\n'})
+    result = mkdocs_build(root)
+    assert result.returncode == 0, result.stdout + result.stderr
+    html_text = (root / "site" / "index.html").read_text()
+    assert [m.text() for m in parse(html_text).find("mark", cls="dd-hl")] == ["link-netns ns2"]
+
+
+CAPTURE_ERR = "listening on eth0, link-type EN10MB (Ethernet)\n2 packets captured\n"
+
+
+def test_a_background_command_shows_where_it_started_and_how_it_was_stopped():
+    c = console_capture(
+        background("tcpdump -i eth0 -l", "SIGINT", stdout="ARP, Request\nARP, Reply\n", stderr=CAPTURE_ERR,
+                   ready="listening on"),
+        command("ping -c 1 10.0.0.2", stdout="PING 10.0.0.2\n"))
+    div = block(macros.render_step(c, "run"))
+    assert shown_lines(div) == [
+        "$ tcpdump -i eth0 -l &", "listening on eth0, link-type EN10MB (Ethernet)",
+        "$ ping -c 1 10.0.0.2", "PING 10.0.0.2",
+        "$ kill -INT %1", "ARP, Request", "ARP, Reply", "2 packets captured"]
+    # Copied, the block stops what it started.
+    assert div.attrs["data-copy"] == "tcpdump -i eth0 -l &\nping -c 1 10.0.0.2\nkill -INT %1"
+    [stop] = [n for n in div.find(cls="dd-cmd") if "kill" in n.text()]
+    assert "SIGINT" in stop.attrs["title"]
+
+
+def test_background_jobs_are_numbered_in_the_order_they_started_and_stopped_as_they_ended():
+    c = console_capture(
+        background("tcpdump -c 2 -i a", "exited", stdout="one\n"),
+        background("tcpdump -i b", "SIGINT", stdout="two\n"),
+        command("ping x", stdout="pong\n"),
+        background("stubborn", "SIGKILL", rc=137, stdout="three\n"))
+    div = block(macros.render_step(c, "run"))
+    assert shown_lines(div) == [
+        "$ tcpdump -c 2 -i a &", "$ tcpdump -i b &", "$ ping x", "pong", "$ stubborn &",
+        "$ wait %1", "one", "$ kill -INT %2", "two", "$ kill -KILL %3", "three", "exit status 137"]
+
+
+def test_without_a_ready_text_all_of_a_background_commands_output_follows_its_stop():
+    c = console_capture(background("monitor", "exited", rc=124, stdout="event\n"), command("true"))
+    assert shown_lines(block(macros.render_step(c, "run"))) == [
+        "$ monitor &", "$ true", "$ wait %1", "event", "exit status 124"]
+
+
+def test_stderr_of_a_command_that_succeeded_is_not_styled_as_an_error():
+    c = console_capture(command("tcpdump -c 1", stderr=CAPTURE_ERR),
+                        command("ip link set nosuch up", rc=1, stderr="Cannot find device\n"))
+    div = block(macros.render_step(c, "run"))
+    info = [n for n in div.find(cls="dd-stderr") if "dd-error" not in n.attrs["class"].split()]
+    error = div.find(cls="dd-error")
+    assert [n.text() for n in info] == CAPTURE_ERR.splitlines()
+    assert [n.text() for n in error] == ["Cannot find device"]
+
+
+_CALL = re.compile(r"\{\{-?\s*((?:step|quote)\(.*?\))\s*-?\}\}", re.S)
+
+
+def page_calls(markdown: str) -> tuple[dict, list]:
+    """({(page, step): highlight} of the step() calls, [(page, step, text)] of the quote()
+    calls) of a page's Markdown, their arguments read as Python literals."""
+    steps, quotes = {}, []
+    for call in _CALL.findall(markdown):
+        node = ast.parse(call, mode="eval").body
+        args = [ast.literal_eval(a) for a in node.args]
+        kwargs = {k.arg: ast.literal_eval(k.value) for k in node.keywords}
+        if node.func.id == "step":
+            steps[tuple(args[:2])] = kwargs.get("highlight", ())
+        else:
+            quotes.append(tuple(args))
+    return steps, quotes
+
+
+@pytest.mark.parametrize("md", sorted((ROOT / "docs").rglob("*.md")), ids=lambda p: p.name)
+def test_what_the_prose_quotes_is_never_folded_away(md):
+    """A quote of a step shown on the same page is on a line in view: the page declares
+    it as a highlight when its output is long enough to fold."""
+    steps, quotes = page_calls(md.read_text())
+    folded = []
+    for page, step_id, text in quotes:
+        if (page, step_id) not in steps:
+            continue
+        capture = capture_module.load(page, ROOT / "docs" / "captures")
+        shown = "\n".join(shown_lines(block(macros.render_step(capture, step_id, steps[page, step_id]))))
+        folded += [(step_id, part) for part in text.split(" ... ") if part not in shown]
+    assert folded == [], f"{md.name}: highlight these in their step() calls: {folded}"

@@ -29,7 +29,7 @@ class _Consoles(HTMLParser):
     def __init__(self):
         super().__init__(convert_charrefs=True)
         self.ids: list[str | None] = []       # id of each open element, None if it has none
-        self.in_console = 0                    # depth inside a <pre class="dd-console">
+        self.in_console = 0                    # depth inside a <div class="dd-console">
         self.consoles: dict[str, str] = {}
         self.images: list[str] = []
         self._current = ""
@@ -44,7 +44,7 @@ class _Consoles(HTMLParser):
         self.ids.append(a.get("id"))
         if self.in_console:
             self.in_console += 1
-        elif tag == "pre" and "dd-console" in (a.get("class") or "").split():
+        elif tag == "div" and "dd-console" in (a.get("class") or "").split():
             self.in_console = 1
             self._current = next((i for i in reversed(self.ids) if i), "")
 

@@ -111,3 +111,26 @@ def test_at_the_steps_end_a_capture_has_its_time_limit_to_end_after_sigint():
                      "true")
     slow, _true = inlab.run_step(page, step)
     assert (slow.rc, slow.stdout) == (0, "listening\n3 packets captured\n")
+
+
+# Prints its count 0.2 s after it is ready and exits a moment later, as `tcpdump -c 1`.
+COUNTED = PY + " " + shlex.quote(
+    "import signal, sys, time\n"
+    "signal.signal(signal.SIGINT, lambda *_: sys.exit(0))\n"
+    "print('listening', flush=True); time.sleep(0.2); print('1 packet captured', flush=True)\n"
+    "time.sleep(0.05)\n")
+
+
+@pytest.mark.parametrize("command, ended", [
+    (cmd(COUNTED, background=True, ready="listening", until="1 packet captured"), "exited"),
+    (cmd(LATE, background=True, ready="listening", until="last frame"), "SIGINT"),
+])
+def test_the_step_records_how_each_background_command_ended(command, ended):
+    """One that prints its `until` text as it exits is given a moment to (EXIT_GRACE): the
+    page then shows `wait %1`, not a `kill -INT %1` that raced its exit."""
+    page = Page(name="until", title="Until")
+    step = page.step("run", "Counted", command, "true")
+    result, true = inlab.run_step(page, step)
+    assert (result.rc, result.ended, true.ended) == (0, ended, "")
+    assert inlab._background_json(command) == {"background": True, "ready": "listening"}
+    assert inlab._background_json(cmd("true")) == {}
