@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from deepdive import capture as _capture
+from deepdive import console
 from deepdive.capture import DOCS, ROOT, CannotWrite, rel_path
 from deepdive.macros import _inline, _text, png_size
 from deepdive.model import PAGE_NAME_RE, DeepDiveError
@@ -165,17 +166,16 @@ def _layout(step: dict[str, Any]) -> tuple[int, list[list[Row]]]:
 
 
 def _blocks(step: dict[str, Any], cols: int) -> list[list[Row]]:
-    """Each command of `step` as rows of at most `cols` characters."""
-    blocks = []
-    for c in step["commands"]:
-        rows = _wrapped("cmd", "$ " + c["cmd"], cols)
-        for kind, key in (("out", "stdout"), ("err", "stderr")):
-            text = c.get(key, "").rstrip("\n")
-            if text:
-                rows += _wrapped(kind, text, cols)
-        if c.get("rc", 0) != 0:
-            rows.append(Row("rc", f"exit status {int(c['rc'])}"))
-        blocks.append(rows)
+    """Each command of `step` as rows of at most `cols` characters, in the order the
+    site's console block shows them (deepdive.console: a background command's output
+    after the commands it ran beside, behind the line that stopped it)."""
+    kinds = {"cmd": "cmd", "cont": "cmd", "stdout": "out", "stderr": "err", "rc": "rc"}
+    blocks: list[list[Row]] = []
+    for line in console.lines(step):
+        if line.kind == "cmd":
+            blocks.append(_wrapped("cmd", "$ " + line.text, cols))
+        else:
+            blocks[-1] += _wrapped(kinds[line.kind], line.text, cols)
     return blocks
 
 

@@ -240,3 +240,16 @@ def test_the_site_publishes_each_deck_and_lists_it(tmp_path):
     assert hook.MARKER not in text and f"[HTML]({slides.DECKS}/veth.html)" in text
     with pytest.raises(PluginError, match="no <!-- slides: listing --> line"):
         hook.on_page_markdown("# Slides\n", page, config, None)
+
+
+def test_a_background_command_is_stopped_on_the_slide_as_on_the_page():
+    step = {"id": "ping", "title": "Ping", "commands": [
+        {"cmd": "tcpdump -i eth0 &", "rc": 0, "background": True, "ended": "SIGINT",
+         "ready": "listening on", "stdout": "IP a > b: ICMP echo request\n",
+         "stderr": "listening on eth0\n1 packet captured\n"},
+        {"cmd": "ping -c 1 b", "rc": 0, "stdout": "1 received\n", "stderr": ""}]}
+    rows = [(r.kind, r.text) for block in slides._blocks(step, 80) for r in block]
+    assert rows == [("cmd", "$ tcpdump -i eth0 &"), ("err", "listening on eth0"),
+                    ("cmd", "$ ping -c 1 b"), ("out", "1 received"),
+                    ("cmd", "$ kill -INT %1"), ("out", "IP a > b: ICMP echo request"),
+                    ("err", "1 packet captured")]
