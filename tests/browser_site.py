@@ -308,14 +308,18 @@ async def _search(base: str, query: str) -> list[str]:
         # Material's search box: the header's field, fed by a worker over the index.
         await page.click("label.md-search__icon[for=__search], .md-search__input")
         await page.locator("input.md-search__input").press_sequentially(query, delay=20)
+        # The results' count line replaces "Initializing search" once the query ran:
+        # "No matching documents", "1 matching document", "N matching documents".
+        await page.wait_for_function(
+            "document.querySelector('.md-search-result__meta').textContent"
+            ".includes('matching document')", timeout=TIMEOUT_MS)
         items = page.locator(".md-search-result__item > .md-search-result__link")
-        await items.first.wait_for(timeout=TIMEOUT_MS)
         return [page_key(h) for h in await items.evaluate_all("l => l.map(a => a.href)")]
 
 
 def search(base: str, query: str) -> list[str]:
     """Type `query` into Material's search box on the home page: the pages of the results
-    shown, in page_paths' form, best first. Playwright's TimeoutError when none show."""
+    shown, in page_paths' form, best first (none when nothing matched)."""
     return asyncio.run(_search(base, query))
 
 

@@ -69,7 +69,15 @@ def _report(reports: dict[str, PageReport], path: str) -> PageReport:
 
 
 def _faults(path: str, what: str, lines: list[str]) -> None:
-    assert not lines, f"/{path}: {what}:\n  " + "\n  ".join(lines)
+    """Fail listing `lines` once each (a page is visited three times: light, dark, phone)."""
+    assert not lines, f"/{path}: {what}:\n  " + "\n  ".join(dict.fromkeys(lines))
+
+
+def test_a_missing_chromium_is_one_line(monkeypatch):
+    monkeypatch.setenv("DEEPDIVE_CHROMIUM", "/nonexistent/chromium")
+    with pytest.raises(browser_site.BrowserMissing,
+                       match="^no Chromium at /nonexistent/chromium: "):
+        browser_site.require_tools()
 
 
 def test_every_built_page_is_visited(served):
