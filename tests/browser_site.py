@@ -33,9 +33,10 @@ PHONE = {"width": 390, "height": 844}
 # Material picks its palette from prefers-color-scheme (mkdocs.yml: palette media queries)
 # and marks <body> with the scheme it chose.
 SCHEMES = {"light": "default", "dark": "slate"}
-# Pages visited at once, one per core: on a 2-core machine busy with other work (load
-# about 22), 8 pages took 109 s one at a time and 124 s four at a time.
-CONCURRENCY = min(4, os.cpu_count() or 1)
+# Pages visited at once. Measured on a 2-core machine shared with other work, 8 pages
+# took 43 s one at a time and 51 s two at a time (load about 2-7), 109 s one at a time
+# and 124 s four at a time (load about 22): axe-core keeps a core busy per page.
+CONCURRENCY = 1
 TIMEOUT_MS = 30_000
 
 
