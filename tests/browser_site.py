@@ -86,13 +86,52 @@ def built_page_paths(site: Path) -> list[str]:
         ["404.html"] if (site / "404.html").is_file() else [])
 
 
-def page_key(url: str) -> str:
-    """A URL's page in page_paths' form: 'interfaces/veth/' for '/interfaces/veth/index.html'."""
-    path = unquote(urlsplit(url).path).lstrip("/")
-    return path.removesuffix("index.html")
+def page_key(url: str, base: str) -> str:
+    """A URL's page in page_paths' form, relative to the site's `base` URL: 'interfaces/veth/'
+    for BASE/interfaces/veth/index.html; a path outside the site stays absolute."""
+    path, root = unquote(urlsplit(url).path), urlsplit(base).path
+    if not path.startswith(root):
+        return path
+    return path[len(root):].removesuffix("index.html")
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+@functools.cache
+def _config() -> dict:
+    from mkdocs.config import load_config
+    return load_config(str(ROOT / "mkdocs.yml"))
+
+
+def site_path() -> str:
+    """The path the site is published under, from mkdocs.yml's site_url ('/' without one):
+    the tests serve it there too, as Material's 404 page links its assets from it."""
+    path = urlsplit(_config()["site_url"] or "/").path
+    return path if path.endswith("/") else path + "/"
+
+
+def section_pages() -> list[tuple[str, str]]:
+    """('home', '') and, per section of mkdocs.yml's nav, its name as a slug and its first
+    page's path ('interfaces', 'interfaces/veth/')."""
+    shots = [("home", "")]
+    for entry in _config()["nav"]:
+        (title, value), = entry.items()
+        if isinstance(value, list):
+            (_, first), = value[0].items()
+            shots.append(("-".join(title.lower().split()), first.removesuffix(".md") + "/"))
+    return shots
+
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    prefix = "/"  # the URL path the site is served under
+
+    def send_head(self):
+        if not self.path.startswith(self.prefix):
+            self.send_error(404, "outside the site")
+            return None
+        return super().send_head()
+
+    def translate_path(self, path: str) -> str:
+        return super().translate_path("/" + path[len(self.prefix):])
+
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002
         pass  # every request would otherwise print a line into the test output
 
@@ -107,15 +146,17 @@ class _Server(http.server.ThreadingHTTPServer):
 
 
 @contextlib.contextmanager
-def serve(site: Path) -> Iterator[str]:
-    """Serve directory `site` on 127.0.0.1, a free port, in a thread: yields the base URL
-    ('http://127.0.0.1:PORT/'); the server stops when the block ends."""
-    handler = functools.partial(_QuietHandler, directory=str(site))
+def serve(site: Path, prefix: str = "/") -> Iterator[str]:
+    """Serve directory `site` under URL path `prefix` on 127.0.0.1, a free port, in a
+    thread: yields the base URL ('http://127.0.0.1:PORT/PREFIX/'); the server stops when
+    the block ends."""
+    handler = functools.partial(type("Handler", (_Handler,), {"prefix": prefix}),
+                                directory=str(site))
     server = _Server(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
+        yield f"http://127.0.0.1:{server.server_address[1]}{prefix}"
     finally:
         server.shutdown()
         server.server_close()
@@ -226,7 +267,8 @@ def _watch(page, report: PageReport, base: str) -> None:
     page.on("response", lambda r: r.status >= 400 and report.failed_requests.append(
         f"{r.url}: HTTP {r.status}"))
     # No request leaves this machine's server: the reader's browser asks no third party.
-    page.on("request", lambda r: not r.url.startswith((base, "data:", "blob:")) and
+    origin = base[:base.index("/", len("http://"))]
+    page.on("request", lambda r: not r.url.startswith((origin + "/", "data:", "blob:")) and
             report.failed_requests.append(f"{r.url}: a request to another site"))
 
 
@@ -316,7 +358,8 @@ async def _search(base: str, query: str) -> list[str]:
             "document.querySelector('.md-search-result__meta').textContent"
             ".includes('matching document')", timeout=TIMEOUT_MS)
         items = page.locator(".md-search-result__item > .md-search-result__link")
-        return [page_key(h) for h in await items.evaluate_all("l => l.map(a => a.href)")]
+        hrefs = await items.evaluate_all("l => l.map(a => a.href)")
+        return [page_key(h, base) for h in hrefs]
 
 
 def search(base: str, query: str) -> list[str]:

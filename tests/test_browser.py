@@ -35,7 +35,7 @@ PAGES = browser_site.page_paths()
 
 class Served(NamedTuple):
     dir: Path   # the built site
-    url: str    # its base URL, http://127.0.0.1:PORT/
+    url: str    # its base URL, http://127.0.0.1:PORT/ and site_url's path
 
 
 @pytest.fixture(scope="session")
@@ -50,7 +50,7 @@ def served(tmp_path_factory) -> Served:
         site.build(site_dir=built)
     except DeepDiveError as exc:
         pytest.fail(f"browser tests: {exc}", pytrace=False)
-    with browser_site.serve(built) as url:
+    with browser_site.serve(built, browser_site.site_path()) as url:
         yield Served(built, url)
 
 
@@ -113,7 +113,8 @@ def _status(url: str) -> int:
 def test_links_and_anchors_resolve(reports, served, path):
     faults = []
     for link in sorted(set(_report(reports, path).links)):
-        target, fragment = browser_site.page_key(link), unquote(urlsplit(link).fragment)
+        target = browser_site.page_key(link, served.url)
+        fragment = unquote(urlsplit(link).fragment)
         if target in reports:
             if fragment and fragment not in reports[target].ids:
                 faults.append(f"{link}: /{target} has no id {fragment!r}")
@@ -137,26 +138,13 @@ def test_search_finds(served, query, page):
     assert page in found, f"searching {query!r} shows {found}, not /{page}"
 
 
-def _screenshot_pages() -> list[tuple[str, str]]:
-    """('home', '') and, per section of mkdocs.yml's nav, (its name, its first page's path)."""
-    from mkdocs.config import load_config
-    shots = [("home", "")]
-    for entry in load_config(str(browser_site.ROOT / "mkdocs.yml"))["nav"]:
-        (title, value), = entry.items()
-        if isinstance(value, list):
-            (_, first), = value[0].items()
-            slug = "-".join(title.lower().split())
-            shots.append((slug, browser_site.page_key("/" + first.removesuffix(".md") + "/")))
-    return shots
-
-
 def _png_size(path: Path) -> tuple[int, int]:
     """(width, height) in pixels from a PNG's IHDR chunk."""
     return struct.unpack(">II", path.read_bytes()[16:24])
 
 
 def test_screenshots(served):
-    shots = _screenshot_pages()
+    shots = browser_site.section_pages()
     written = browser_site.screenshots(served.url, shots)
     assert len(written) == len(shots) * 4
     sizes = {(v["width"], v["height"]) for v in (browser_site.DESKTOP, browser_site.PHONE)}
