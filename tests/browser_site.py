@@ -372,8 +372,12 @@ async def _screenshots(base: str, shots: list[tuple[str, str]], out: Path) -> li
     written = []
     async with chromium() as browser:
         for scheme in SCHEMES:
-            for device, viewport in (("desktop", DESKTOP), ("phone", PHONE)):
-                context = await browser.new_context(viewport=viewport, color_scheme=scheme)
+            # A phone's browser: touch, and scrollbars drawn over the page only while
+            # it scrolls.
+            for device, options in (("desktop", {"viewport": DESKTOP}),
+                                    ("phone", {"viewport": PHONE, "is_mobile": True,
+                                               "has_touch": True})):
+                context = await browser.new_context(color_scheme=scheme, **options)
                 try:
                     page = await context.new_page()
                     for name, path in shots:
