@@ -6,7 +6,7 @@ no browser of its own; axe-core comes from `node_modules/` (`npm ci`, run by
 `./setup.sh --lab`). The site is served by Python's http.server on 127.0.0.1 in a thread.
 
 A sweep visits every page once per colour scheme at desktop size (1440x900) and once at
-phone size (390x844), several pages at a time in one browser, and returns one
+phone size (390x844), CONCURRENCY pages at a time in one browser, and returns one
 `PageReport` per page: plain data the tests assert on.
 """
 from __future__ import annotations
