@@ -5,7 +5,8 @@
 #                      from the committed captures. No root needed.
 #   ./setup.sh --lab   also the system packages the labs, diagrams and tests use,
 #                      the vm lab's qemu and distro kernel included
-#                      (apt-get; through sudo unless run as root).
+#                      (apt-get; through sudo unless run as root), and the browser
+#                      tests' Chromium, Node.js and axe-core (npm ci, into node_modules/).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -33,6 +34,14 @@ case "${ID:-debian}" in
   ubuntu) LAB_PACKAGES+=(linux-image-generic linux-tools-common linux-tools-generic) ;;
   *) LAB_PACKAGES+=(linux-image-amd64 bpftool) ;;
 esac
+# The browser tests (tests/test_browser.py) drive Debian's chromium package, with the
+# fonts it recommends. Ubuntu (since 19.10) ships Chromium only as a snap, which this
+# script does not install: there, point DEEPDIVE_CHROMIUM at a Chromium or Chrome
+# executable, or the browser tests fail with a line saying so.
+if [[ "${ID:-debian}" != ubuntu ]]; then LAB_PACKAGES+=(chromium fonts-liberation); fi
+# npm installs axe-core for them. A Node.js from NodeSource brings its own npm and
+# conflicts with the distribution's npm package, so that one comes only when none is.
+if ! command -v npm >/dev/null; then LAB_PACKAGES+=(nodejs npm); fi
 
 if [[ "${1:-}" == "--lab" ]]; then
   sudo=()
@@ -40,6 +49,8 @@ if [[ "${1:-}" == "--lab" ]]; then
   export DEBIAN_FRONTEND=noninteractive
   "${sudo[@]}" apt-get update -qq
   "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${LAB_PACKAGES[@]}" >/dev/null
+  # axe-core at the version package-lock.json pins, for the browser tests.
+  npm ci --no-audit --no-fund --loglevel=error
 elif [[ -n "${1:-}" ]]; then
   echo "usage: ./setup.sh [--lab]" >&2
   exit 2
