@@ -68,8 +68,12 @@ def require_tools() -> None:
 
 def page_paths(docs: Path = DOCS) -> list[str]:
     """URL path of every page MkDocs builds from `docs` (directory URLs: 'interfaces/veth/',
-    '' for the home page), sorted, then '404.html', the page a reader meets on a bad link."""
-    paths = []
+    '' for the home page) and of each lab file's page (labs/NAME/, which the hook
+    deepdive/labfiles.py generates), sorted, then '404.html', the page a reader meets on a
+    bad link."""
+    from deepdive import registry, reproduce
+
+    paths = [reproduce.lab_file_uri(name).removesuffix(".md") + "/" for name in registry.names()]
     for md in sorted(docs.rglob("*.md")):
         rel = md.relative_to(docs).with_suffix("")
         if rel.parts[0] == "captures":  # mkdocs.yml: exclude_docs
