@@ -6,6 +6,7 @@ link "What was verified" to the steps a page shows:
 
     verified_line(capture)            "12 of 12 claims verified on Linux 6.18.44 ..."
     reproduce_box(capture, page, ...) a collapsible `??? info "Reproduce this page"`
+    shown(markdown)                   the step() and diagram() calls in a page's Markdown
     shown_steps(markdown, name)       ids of the steps of `name` a page's Markdown shows
 """
 from __future__ import annotations
@@ -134,7 +135,15 @@ def site_kernels(captures: Path) -> list[tuple[str, str, int]]:
     return sorted(((lab, k, c) for (lab, k), c in counts.items()), key=lambda t: (-t[2], t[0]))
 
 
+# A macro call that shows part of a capture: {{ step("veth", "up") }}, {{ diagram(...) }}.
+_SHOWN = re.compile(r"""\{\{-?\s*(step|diagram)\(\s*["']([a-z0-9-]+)["']\s*,\s*["']([a-z0-9-]+)["']""")
+
+
+def shown(markdown: str) -> list[tuple[str, str, str]]:
+    """(macro, page, step id) of each step() and diagram() call in `markdown`, in order."""
+    return _SHOWN.findall(markdown)
+
+
 def shown_steps(markdown: str, name: str) -> set[str]:
     """Ids of page `name`'s steps that `markdown` shows with {{ step("name", "id") }}."""
-    pattern = r"""\{\{-?\s*step\(\s*["']%s["']\s*,\s*["']([\w-]+)["']""" % re.escape(name)
-    return set(re.findall(pattern, markdown))
+    return {step_id for macro, page, step_id in shown(markdown) if macro == "step" and page == name}

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from deepdive import capture as _capture
-from deepdive import console
+from deepdive import console, reproduce
 from deepdive.capture import DOCS, ROOT, CannotWrite, rel_path
 from deepdive.macros import _inline, _text, png_size
 from deepdive.model import PAGE_NAME_RE, DeepDiveError
@@ -61,8 +61,6 @@ BODY_PX = SLIDE_H - 2 * PAD_Y - (TITLE_PX + FOOTER_PX) * LINE_HEIGHT - 2 * 16
 WRAP_MARK = "\u21aa "  # starts a row that continues the line above
 MAX_PARTS = 3          # slides a step may take; the commands that do not fit are left out
 HEAD_SHARE = 2 / 3     # of a cut output, the share kept from its start; the rest is its end
-# A macro call in a page's Markdown, {{ step("veth", "pair") }}: macro, page, step id.
-_SHOWN = re.compile(r"""\{\{-?\s*(step|diagram)\(\s*["']([a-z0-9-]+)["']\s*,\s*["']([a-z0-9-]+)["']""")
 CHROMIUM_TIMEOUT = 120
 # Chromiums printing at once. All 23 decks, back to back on 2 cores at load average ~25:
 # 80 and 82 s one at a time, 68 and 91 s two at a time.
@@ -103,7 +101,7 @@ def shown(docs: Path = DOCS) -> dict[str, dict[str, Any]]:
     counts: dict[str, dict[str, int]] = {}
     for md in sorted(docs.rglob("*.md")):
         src = md.relative_to(docs).as_posix()
-        for macro, page, step_id in _SHOWN.findall(md.read_text(encoding="utf-8")):
+        for macro, page, step_id in reproduce.shown(md.read_text(encoding="utf-8")):
             entry = seen.setdefault(page, {"steps": set(), "diagrams": set(), "doc": src})
             entry["steps" if macro == "step" else "diagrams"].add(step_id)
             per_doc = counts.setdefault(page, {})
