@@ -117,9 +117,20 @@ def export(c: Context, page: list[str] | None = None, dir: str = "", pdf: bool =
     print(f"slides written to {rel_path(out)}")
 
 
+@task(help={"repeat": "runs per measurement (default 5)", "vm": "measure the vm lab too (default; --no-vm skips it)",
+            "out": "where to write (default benchmarks/RESULTS.md)"})
+@one_line_errors
+def bench(c: Context, repeat: int = 5, vm: bool = True, out: str = "") -> None:
+    """Measure the labs, lab.check, the vm boot, the site build and the slide export; write benchmarks/RESULTS.md."""
+    from benchmarks import report
+    code = report.main(["--repeat", str(repeat), *([] if vm else ["--no-vm"]), *(["--out", out] if out else [])], prog="invoke bench")
+    if code:
+        raise Exit(code=code)
+
+
 lab_ns = Collection("lab", run, check, draw, clean, pages)
 site_ns = Collection("site", build, serve)
 slides_ns = Collection("slides")
 slides_ns.add_task(slides, name="list", default=True)
 slides_ns.add_task(export)
-ns = Collection(lab_ns, site_ns, slides_ns)
+ns = Collection(lab_ns, site_ns, slides_ns, bench)
