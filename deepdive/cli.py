@@ -163,9 +163,14 @@ def check(page: str | None, lab_name: str = "auto", jobs: int = 1, shard: str = 
     """Re-run pages (`jobs` at once; only those of `shard` "I/N" when given) and compare
     with the committed captures, each reported as it ends; raise on drift or failure."""
     pages = selected(lab.pages(page, all_pages=page is None), shard)
-    if not pages:
+    if shard and not pages:  # more shards than pages
         console.print(f"lab.check: shard {shard} has no pages", markup=False)
         return
+    check_pages(pages, lab_name, jobs)
+
+
+def check_pages(pages: list[Page], lab_name: str, jobs: int) -> None:
+    """check() of these pages (benchmarks/check.py times it on the host pages alone)."""
     drifted, failed = [], []
     started = time.monotonic()
     with finished(pages, lab_name, jobs) as each:
