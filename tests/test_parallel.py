@@ -1,6 +1,7 @@
 """deepdive.parallel without a lab: pages come back as they end, failures as one line."""
 from __future__ import annotations
 
+import re
 import threading
 import time
 
@@ -28,7 +29,8 @@ def _fake(monkeypatch, seconds: dict[str, float], fail: str = "", crash: str = "
             raise DeepDiveError(f"page {fail}: step x failed")
         if page.name == crash:
             raise ZeroDivisionError("a bug")
-        return lab.Outcome(page=page.name, capture={}, seconds=seconds[page.name], lab="host")
+        return lab.Outcome(page=page.name, capture={"meta": {"kernel": "k", "lab": "host"}, "checks": []},
+                           seconds=seconds[page.name], lab="host")
 
     monkeypatch.setattr(lab, "run_host", run_host)
     return at_once
@@ -55,3 +57,26 @@ def test_a_bug_in_a_job_is_raised_in_the_caller(monkeypatch):
     with pytest.raises(ZeroDivisionError):
         with parallel.Pages(PAGES, [], jobs=1) as each:
             list(each)
+
+
+def test_lab_check_reports_each_page_as_it_ends_then_the_totals(monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from deepdive import capture, cli
+
+    _fake(monkeypatch, {"veth": 0.3, "bridge": 0.05, "tun": 0.15}, fail="tun")
+    out = io.StringIO()
+    monkeypatch.setattr(cli, "console", Console(file=out, force_terminal=False, width=200))
+    monkeypatch.setattr(cli, "choose", lambda pages, lab_name: (list(pages), []))
+    monkeypatch.setattr(lab, "compare", lambda outcome: [])
+    monkeypatch.setattr(capture, "load", lambda page, *a: {"meta": {"kernel": "k", "lab": "host"}})
+    with pytest.raises(DeepDiveError) as err:
+        cli.check_pages(PAGES, "auto", jobs=3)
+    assert str(err.value) == "page tun: step x failed"  # the failed lab's own line, as with one job
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("✓ bridge matches its capture (0.05 s, host")
+    assert re.fullmatch(r"✗ tun failed \(\d+\.\d\d s\):", lines[1]) and lines[2] == "page tun: step x failed"
+    assert lines[3].startswith("✓ veth matches its capture (0.30 s, host")
+    assert lines[4].startswith("lab.check: 2 of 3 page(s) match their captures (0.")
