@@ -84,7 +84,7 @@ def finished(pages: list[Page], lab_name: str, jobs: int) -> Iterator[Iterator[p
     """Each page as it ends. One job (or one page): one by one as outcomes() runs them,
     and a page whose lab fails raises its error at once; more: deepdive.parallel, where
     such a page is a Finished with its error, and leaving the block early stops every run."""
-    if min(jobs, len(pages)) == 1:
+    if min(jobs, len(pages)) <= 1:
         yield (parallel.Finished(o.page, o, seconds=o.seconds) for o in outcomes(pages, lab_name))
         return
     host, vm = choose(pages, lab_name)
