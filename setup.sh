@@ -24,9 +24,9 @@ LAB_PACKAGES=(iproute2 iputils-ping tcpdump util-linux mount graphviz python3 py
               # the ebpf page: a C program built for BPF (libbpf's headers), loaded with
               # tc, looked at with llvm-objdump and bpftool (below)
               clang llvm libbpf-dev
-              # slides.export's PDF decks, printed by headless Chromium; the decks'
-              # monospace columns are sized for DejaVu Sans Mono (deepdive/slides.py)
-              chromium fonts-dejavu-core)
+              # slides.export's PDF decks, printed by headless Chromium (below); the
+              # decks' monospace columns are sized for DejaVu Sans Mono (deepdive/slides.py)
+              fonts-dejavu-core)
 # The vm lab boots the distro's own kernel (for link kinds the running kernel may lack);
 # Ubuntu ships bpftool with its kernel tools, Debian as a package of its own.
 . /etc/os-release
@@ -34,8 +34,8 @@ case "${ID:-debian}" in
   ubuntu) LAB_PACKAGES+=(linux-image-generic linux-tools-common linux-tools-generic) ;;
   *) LAB_PACKAGES+=(linux-image-amd64 bpftool) ;;
 esac
-# The browser tests (tests/test_browser.py) drive Debian's chromium package, with the
-# fonts it recommends. Ubuntu (since 19.10) ships Chromium only as a snap, which this
+# The browser tests (tests/test_browser.py) and the PDF decks use Debian's chromium
+# package; the browser tests want the fonts it recommends. Ubuntu (since 19.10) ships Chromium only as a snap, which this
 # script does not install: there, point DEEPDIVE_CHROMIUM at a Chromium or Chrome
 # executable, or the browser tests fail with a line saying so.
 if [[ "${ID:-debian}" != ubuntu ]]; then LAB_PACKAGES+=(chromium fonts-liberation); fi

@@ -39,20 +39,29 @@ LAB_HELP = ("where to run: auto (default: host when this kernel has what the pag
             "else vm), host (namespaces on this kernel), vm (a micro-VM with a distro kernel)")
 
 
-@task(help={"page": "page to run (see lab.pages)", "all": "run every page", "lab": LAB_HELP})
+JOBS_HELP = ("pages at once (default: the cores this process may use); the vm pages are "
+             "one job, as they share one boot; 1 runs them one by one")
+SHARD_HELP = ("I/N: only the I-th of N parts of the pages, split by name and by the run "
+              "time their committed captures record, the same on every machine")
+
+
+@task(help={"page": "page to run (see lab.pages)", "all": "run every page", "lab": LAB_HELP,
+            "jobs": JOBS_HELP, "shard": SHARD_HELP})
 @one_line_errors
-def run(c: Context, page: str = "", all: bool = False, lab: str = "auto") -> None:
+def run(c: Context, page: str = "", all: bool = False, lab: str = "auto", jobs: str = "",
+        shard: str = "") -> None:
     """Build a page's lab, run its steps and checks, write its capture and diagrams."""
-    from deepdive import cli
-    cli.run(page or None, all, lab)
+    from deepdive import cli, parallel
+    cli.run(page or None, all, lab, parallel.parse_jobs(jobs or parallel.default_jobs()), shard)
 
 
-@task(help={"page": "page to check (default: every page)", "lab": LAB_HELP})
+@task(help={"page": "page to check (default: every page)", "lab": LAB_HELP,
+            "jobs": JOBS_HELP, "shard": SHARD_HELP})
 @one_line_errors
-def check(c: Context, page: str = "", lab: str = "auto") -> None:
+def check(c: Context, page: str = "", lab: str = "auto", jobs: str = "", shard: str = "") -> None:
     """Re-run pages and compare with the committed captures (volatile fields masked)."""
-    from deepdive import cli
-    cli.check(page or None, lab)
+    from deepdive import cli, parallel
+    cli.check(page or None, lab, parallel.parse_jobs(jobs or parallel.default_jobs()), shard)
 
 
 @task(help={"page": "page to draw (default: every page)"})

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from deepdive import capture as captures
-from deepdive import lab, registry
+from deepdive import lab, parallel, registry, shards
 from deepdive.capture import ROOT
 from deepdive.model import DeepDiveError, Page
 from deepdive.publish import ChecksFailed, publish
@@ -79,15 +79,48 @@ def outcomes(pages: list[Page], lab_name: str) -> Iterator[lab.Outcome]:
             yield from results
 
 
+@contextmanager
+def finished(pages: list[Page], lab_name: str, jobs: int) -> Iterator[Iterator[parallel.Finished]]:
+    """Each page as it ends. One job (or one page): one by one as outcomes() runs them,
+    and a page whose lab fails raises its error at once; more: deepdive.parallel, where
+    such a page is a Finished with its error, and leaving the block early stops every run."""
+    if min(jobs, len(pages)) <= 1:
+        yield (parallel.Finished(o.page, o, seconds=o.seconds) for o in outcomes(pages, lab_name))
+        return
+    host, vm = choose(pages, lab_name)
+    host.sort(key=lambda p: -shards.recorded_seconds(p.name))  # the longest start first
+    names = [p.name for p in (*vm, *host)]
+
+    def say(line: str) -> None:  # the vm lab's progress: its boot, as outcomes() prints it
+        if line.startswith("booting") or line == "the VM is up":
+            console.print(sanitize_for_terminal(f"vm lab: {line}"), markup=False)
+
+    with _signals_as_interrupt(), console.status(f"[bold]{len(names)} page(s)[/], "
+                                                 f"{min(jobs, len(host) + bool(vm))} jobs at once") as status, \
+            parallel.Pages(host, vm, jobs, say) as each:
+        def reported() -> Iterator[parallel.Finished]:
+            for done, item in enumerate(each, 1):
+                left = ", ".join(n for n in names if n in each.running)
+                status.update(f"[bold]{done}/{len(names)} done[/]" + (f"; running {left}" if left else ""))
+                yield item
+        yield reported()
+
+
+def selected(pages: list[Page], shard: str) -> list[Page]:
+    """The pages of --shard I/N (deepdive.shards), or all of them without one."""
+    return shards.select(pages, shard, lambda p: p.name) if shard else pages
+
+
 def _lab_label(outcome: lab.Outcome) -> str:
     if outcome.lab == "vm":
         return f"vm ({outcome.capture['meta']['kernel']})"
     return f"host ({'root' if os.geteuid() == 0 else 'user namespace'})"
 
 
-def run(page: str | None, all_pages: bool, lab_name: str = "auto") -> None:
-    """Run pages, write their captures and diagrams, print a summary."""
-    pages = lab.pages(page, all_pages)
+def run(page: str | None, all_pages: bool, lab_name: str = "auto", jobs: int = 1, shard: str = "") -> None:
+    """Run pages (`jobs` at once; only those of `shard` "I/N" when given), write their
+    captures and diagrams, print a summary."""
+    pages = selected(lab.pages(page, all_pages), shard)
     lab.writable_output()
     started = time.monotonic()
     table = Table(title=f"lab.run on Linux {platform.release()}", title_justify="left")
@@ -96,20 +129,26 @@ def run(page: str | None, all_pages: bool, lab_name: str = "auto") -> None:
     failures: list[str] = []
     paths: list[str] = []
     boot = None
-    for outcome in outcomes(pages, lab_name):
-        checks = outcome.capture["checks"]
-        passed = sum(c["passed"] for c in checks)
-        try:
-            publish(outcome)
-        except ChecksFailed as exc:
-            failures.append(str(exc))
-        steps = outcome.capture["steps"]
-        written = str(len(outcome.written)) if outcome.written else "none (unchanged)"
-        paths.extend(str(w.relative_to(ROOT)) for w in outcome.written)
-        boot = outcome.boot_seconds or boot
-        table.add_row(outcome.page, str(len(steps)), str(sum(len(s["commands"]) for s in steps)),
-                      f"{'[green]' if passed == len(checks) else '[red]'}{passed}/{len(checks)} passed",
-                      _lab_label(outcome), f"{outcome.seconds:.2f} s", written)
+    with finished(pages, lab_name, jobs) as each:
+        for item in each:
+            outcome = item.outcome
+            if outcome is None:  # its lab failed (with jobs > 1: with 1 that has raised)
+                failures.append(item.error or "")
+                table.add_row(item.page, "", "", "[red]lab failed", "", f"{item.seconds:.2f} s", "none")
+                continue
+            checks = outcome.capture["checks"]
+            passed = sum(c["passed"] for c in checks)
+            try:
+                publish(outcome)
+            except ChecksFailed as exc:
+                failures.append(str(exc))
+            steps = outcome.capture["steps"]
+            written = str(len(outcome.written)) if outcome.written else "none (unchanged)"
+            paths.extend(str(w.relative_to(ROOT)) for w in outcome.written)
+            boot = outcome.boot_seconds or boot
+            table.add_row(outcome.page, str(len(steps)), str(sum(len(s["commands"]) for s in steps)),
+                          f"{'[green]' if passed == len(checks) else '[red]'}{passed}/{len(checks)} passed",
+                          _lab_label(outcome), f"{outcome.seconds:.2f} s", written)
     console.print(table)
     for path in paths:
         console.print(f"wrote {path}", markup=False)
@@ -120,28 +159,49 @@ def run(page: str | None, all_pages: bool, lab_name: str = "auto") -> None:
         raise DeepDiveError("\n".join(failures))
 
 
-def check(page: str | None, lab_name: str = "auto") -> None:
-    """Re-run pages and compare with the committed captures; raise on drift."""
-    pages = lab.pages(page, all_pages=page is None)
-    drifted = []
-    for outcome in outcomes(pages, lab_name):
-        name = outcome.page
-        problems = lab.compare(outcome)
-        then, now = captures.load(name)["meta"], outcome.capture["meta"]
-        if problems and (then["kernel"], then["lab"]) != (now["kernel"], now["lab"]):
-            problems.insert(0, f"page {name}: note that the committed capture comes from Linux "
-                               f"{then['kernel']} ({then['lab']} lab), this run from {now['kernel']} ({now['lab']} lab)")
-        problems += [f"page {name}: check failed: {c['claim']}" for c in outcome.failed_checks]
-        if problems:
-            drifted.append(name)
-            console.print(f"[red]✗ {name}[/] differs from docs/captures/{name}.json:")
-            for line in problems:
-                console.print(sanitize_for_terminal(line), markup=False, soft_wrap=True)
-        else:
-            console.print(f"[green]✓ {name}[/] matches its capture ({outcome.seconds:.2f} s, {_lab_label(outcome)})")
+def check(page: str | None, lab_name: str = "auto", jobs: int = 1, shard: str = "") -> None:
+    """Re-run pages (`jobs` at once; only those of `shard` "I/N" when given) and compare
+    with the committed captures, each reported as it ends; raise on drift or failure."""
+    pages = selected(lab.pages(page, all_pages=page is None), shard)
+    if shard and not pages:  # more shards than pages
+        console.print(f"lab.check: shard {shard} has no pages", markup=False)
+        return
+    check_pages(pages, lab_name, jobs)
+
+
+def check_pages(pages: list[Page], lab_name: str, jobs: int) -> None:
+    """check() of these pages (benchmarks/check.py times it on the host pages alone)."""
+    drifted, failed = [], []
+    started = time.monotonic()
+    with finished(pages, lab_name, jobs) as each:
+        for item in each:
+            name, outcome = item.page, item.outcome
+            if outcome is None:  # its lab failed (with jobs > 1: with 1 that has raised)
+                failed.append(item.error or "")
+                console.print(f"[red]✗ {name}[/] failed ({item.seconds:.2f} s):")
+                console.print(sanitize_for_terminal(item.error or ""), markup=False, soft_wrap=True)
+                continue
+            problems = lab.compare(outcome)
+            then, now = captures.load(name)["meta"], outcome.capture["meta"]
+            if problems and (then["kernel"], then["lab"]) != (now["kernel"], now["lab"]):
+                problems.insert(0, f"page {name}: note that the committed capture comes from Linux "
+                                   f"{then['kernel']} ({then['lab']} lab), this run from {now['kernel']} ({now['lab']} lab)")
+            problems += [f"page {name}: check failed: {c['claim']}" for c in outcome.failed_checks]
+            if problems:
+                drifted.append(name)
+                console.print(f"[red]✗ {name}[/] differs from docs/captures/{name}.json ({outcome.seconds:.2f} s):")
+                for line in problems:
+                    console.print(sanitize_for_terminal(line), markup=False, soft_wrap=True)
+            else:
+                console.print(f"[green]✓ {name}[/] matches its capture ({outcome.seconds:.2f} s, {_lab_label(outcome)})")
+    good = len(pages) - len(drifted) - len(failed)
+    console.print(f"lab.check: {good} of {len(pages)} page(s) match their captures "
+                  f"({time.monotonic() - started:.2f} s, {jobs} job(s) at once)", markup=False)
     if drifted:
-        raise DeepDiveError(f"{len(drifted)} page(s) drifted: {', '.join(drifted)}; "
-                            "`invoke lab.run --page NAME` refreshes a page once the change is understood")
+        failed.append(f"{len(drifted)} page(s) drifted: {', '.join(drifted)}; "
+                      "`invoke lab.run --page NAME` refreshes a page once the change is understood")
+    if failed:
+        raise DeepDiveError("\n".join(failed))
 
 
 def clean() -> None:
