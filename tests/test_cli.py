@@ -151,7 +151,12 @@ def _interrupted_at(delay: float, *args: str) -> tuple[int, list[str]]:
 
 def _silent_or_one_line(rc: int, lines: list[str]) -> bool:
     """Killed by SIGINT before the interpreter handles signals (a loaded machine can take
-    that long to start it): nothing printed, and the shell says 130. Or one line and 130."""
+    that long to start it): nothing printed, and the shell says 130. Or one line and 130.
+    Or the interpreter's own report of a SIGINT while it imports `site`, before any file
+    of this project is read (seen under a load of 16 on 2 cores): no code of ours ran."""
+    if rc == 1 and lines[:1] == ["Fatal Python error: init_import_site: Failed to import the site module"]:
+        return lines[-1] == "KeyboardInterrupt" and not any(str(ROOT / "deepdive") in line or "tasks.py" in line
+                                                            for line in lines)
     return (rc, lines) == (-signal.SIGINT, []) or (rc == 130 and len(lines) == 1
                                                     and lines[0].startswith("interrupted: "))
 
@@ -166,7 +171,7 @@ def test_ctrl_c_while_invoke_starts_is_one_line():
         if rc != 0:
             interrupted += 1
             assert _silent_or_one_line(rc, lines), (delay, rc, lines)
-            assert lines in ([], ["interrupted: nothing was started"]), (delay, lines)
+            assert rc == 1 or lines in ([], ["interrupted: nothing was started"]), (delay, lines)
         else:
             assert lines == listing, (delay, lines)
     assert interrupted, "every lab.pages finished before its Ctrl-C: nothing was tested"
