@@ -215,11 +215,14 @@ def define_env(env) -> None:
     captures = docs_dir / "captures"
 
     loaded: dict[str, dict[str, Any]] = {}  # page -> its capture, read once per build
+    checked: list[str | None] = [None]  # the Markdown last searched for indented calls
 
     def load(page: str) -> dict[str, Any]:
         if not isinstance(page, str) or not PAGE_NAME_RE.fullmatch(page):
             raise DeepDiveError(f"{env.page.file.src_path}: {page!r} is not a page name")
-        _refuse_indented_calls(env)
+        if env.markdown is not checked[0]:  # once per page, not once per call
+            _refuse_indented_calls(env)
+            checked[0] = env.markdown
         if page not in loaded:  # a page calls a page's macros dozens of times
             loaded[page] = _capture.load(page, captures)
         return loaded[page]

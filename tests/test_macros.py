@@ -694,6 +694,10 @@ def test_a_capture_is_read_once_per_build_however_many_macros_use_it(tmp_path, m
         macros_by_name["step"]("veth", "show")
         macros_by_name["quote"]("veth", "show", "veth0")
     assert len(reads) == 1
+    env.markdown = '!!! note\n\n    {{ step("veth", "show") }}\n'  # the next page: checked anew
+    with pytest.raises(DeepDiveError, match="is indented"):
+        macros_by_name["step"]("veth", "show")
+    env.markdown = ""
     macros.define_env(env)  # the next build (mkdocs serve) reads it again
     macros_by_name["step"]("veth", "show")
     assert len(reads) == 2
