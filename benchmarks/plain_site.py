@@ -47,7 +47,7 @@ def plain(project: Path, where: Path) -> Path:
     dumping = project / "mkdocs-dump.yml"
     dumping.write_text(text.replace("\nhooks:\n", f"\nhooks:\n  - {DUMP_HOOK}\n", 1))
     subprocess.run([sys.executable, "-m", "mkdocs", "build", "-q", "-f", str(dumping), "-d", str(built)],
-                   check=True, env=dict(os.environ, **{DUMP_DIR: str(dump)}))
+                   check=True, env=dict(os.environ, NO_MKDOCS_2_WARNING="1", **{DUMP_DIR: str(dump)}))
     docs = where / "docs"
     shutil.copytree(project / "docs", docs,
                     ignore=shutil.ignore_patterns("*.md", "captures"))
