@@ -10,6 +10,12 @@ once per scheme with identical geometry, giving three files:
   (legible at page width), glyphs inlined as <symbol>s: no file-system paths;
 - `<page>-<step>.png` for slides: exactly 1920x1080, the drawing centred at scale 1.
 
+Text is measured and drawn with the font in deepdive/fonts/ only (see
+`deepdive.diagram_fonts`), so a snapshot gives the same bytes on every machine with the
+same graphviz. Each SVG records a digest of everything its drawing comes from (the
+snapshot, page and step, this module, the glyphs, the font): `render` given the
+published directory draws nothing when the published files carry the same digest.
+
 Every diagram is drawn at ONE scale: graphviz never shrinks one to fit (no `size`), so
 text is the same height on every slide (22 pt, 31 px at 100 dpi, or more). A topology is
 laid out top-to-bottom or left-to-right, whichever fits the frame and fills it best; one
@@ -17,8 +23,10 @@ that fits neither is an error, not a smaller drawing.
 """
 from __future__ import annotations
 
+import hashlib
 import html
 import ipaddress
+import json
 import re
 import subprocess
 import tempfile
@@ -27,6 +35,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from deepdive import diagram_fonts
 from deepdive.capture import atomic_write
 from deepdive.model import DeepDiveError
 from deepdive.snapshot import HOST
@@ -72,6 +81,31 @@ DARK = {
            ("#2B2140", "#C29BF0"), ("#173232", "#5FD0D0"), ("#3A1F2B", "#F08BB3")),
 }
 
+
+
+def _same_shape(scheme: Any, colour: Any) -> Any:
+    """`scheme` with every colour replaced by colour() (called in a fixed order)."""
+    if isinstance(scheme, str):
+        return colour()
+    if isinstance(scheme, tuple):
+        return tuple(_same_shape(v, colour) for v in scheme)
+    return {k: _same_shape(v, colour) for k, v in scheme.items()}
+
+
+def _colours(scheme: Any) -> list[str]:
+    """Every colour of a scheme, in the order _same_shape visits them."""
+    if isinstance(scheme, str):
+        return [scheme]
+    return [c for v in (scheme if isinstance(scheme, tuple) else scheme.values()) for c in _colours(v)]
+
+
+# The scheme the graph is laid out with: a distinct colour per role, none of which
+# graphviz or the glyphs use, replaced afterwards by the light or the dark one's (graphviz
+# writes "#rrggbb" in lower case). Colours do not move anything, so one layout serves both.
+_slot_numbers = iter(range(256))
+SLOTS = _same_shape(LIGHT, lambda: f"#c0de{next(_slot_numbers):02x}")
+_SLOT = re.compile(r"#c0de[0-9a-f]{2}")
+
 # Glyph and legend words per kind of link; other kinds are drawn as a plain device.
 KINDS = {
     "veth": "veth", "bridge": "bridge", "vlan": "vlan", "vxlan": "vxlan",
@@ -108,21 +142,75 @@ def _node_id(namespace: str, link_name: str) -> str:
     return f"{namespace}/{link_name}"
 
 
-def render(page: str, step_id: str, snapshot: dict, out_dir: Path) -> list[Path]:
+def render(page: str, step_id: str, snapshot: dict, out_dir: Path,
+           published: Path | None = None) -> list[Path]:
     """Write out_dir/<page>-<step>.svg, <page>-<step>-dark.svg and <page>-<step>.png;
-    return the three paths. Raises DeepDiveError when the topology does not fit a
-    1920x1080 frame at the common scale in any direction."""
+    return the three paths. When `published` (a directory) already holds all three and
+    its SVGs carry this input's digest, write nothing and return []. Raises
+    DeepDiveError when the topology does not fit a 1920x1080 frame at the common scale
+    in any direction."""
     stem = f"{page}-{step_id}"
-    layout = _layout(snapshot, stem)
-    titles = _title_places(snapshot, layout)
+    digest = input_digest(page, step_id, snapshot)
+    if published is not None and _drawn_from(published, stem) == digest:
+        return []
+    laid_out: dict[str, bytes] = {}  # dot source -> its SVG: each layout is run once
+    layout = _layout(snapshot, stem, laid_out)
+    titles = _title_places(snapshot, layout, laid_out)
+    svg = _svg(_source(snapshot, layout, SLOTS, titles), laid_out)
     outputs = {
-        out_dir / f"{stem}.svg": _self_contained(_dot(_source(snapshot, layout, LIGHT, titles), "svg"), page),
-        out_dir / f"{stem}-dark.svg": _self_contained(_dot(_source(snapshot, layout, DARK, titles), "svg"), page),
+        out_dir / f"{stem}.svg": _self_contained(_recoloured(svg, LIGHT), page, digest),
+        out_dir / f"{stem}-dark.svg": _self_contained(_recoloured(svg, DARK), page, digest),
         out_dir / f"{stem}.png": _dot(_source(snapshot, layout, LIGHT, titles, frame=True), "png"),
     }
     for path, data in outputs.items():
         _write_if_changed(path, data)
     return list(outputs)
+
+
+def input_digest(page: str, step_id: str, snapshot: dict[str, Any]) -> str:
+    """sha256 (hex) of everything a diagram is drawn from: page, step, the snapshot, and
+    the files that draw it (this module, the glyphs, the font and its configuration)."""
+    h = hashlib.sha256()
+    h.update(json.dumps([page, step_id, snapshot], sort_keys=True).encode())
+    for path in _drawing_files():
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
+
+
+def _drawing_files() -> list[Path]:
+    return [Path(__file__), *sorted(GLYPHS.glob("*.svg")), *diagram_fonts.files()]
+
+
+DIGEST_NOTE = re.compile(rb"<!-- Drawn from input sha256 ([0-9a-f]{64})\. -->")
+
+
+def _drawn_from(published: Path, stem: str) -> str | None:
+    """The input digest the published files of `stem` were drawn from, or None unless
+    all three exist and both SVGs name the same one."""
+    digests = set()
+    for name in (f"{stem}.svg", f"{stem}-dark.svg"):
+        try:
+            with open(published / name, "rb") as f:
+                m = DIGEST_NOTE.search(f.read(1024))
+        except OSError:
+            return None
+        digests.add(m.group(1).decode() if m else None)
+    if len(digests) != 1 or not (published / f"{stem}.png").is_file():
+        return None
+    return digests.pop()
+
+
+def _recoloured(svg: bytes, scheme: dict[str, Any]) -> bytes:
+    """An SVG laid out with SLOTS, in `scheme`'s colours."""
+    colours = dict(zip(_colours(SLOTS), (c.lower() for c in _colours(scheme))))
+    return _SLOT.sub(lambda m: colours[m.group(0)], svg.decode()).encode()
+
+
+def _svg(source: str, laid_out: dict[str, bytes]) -> bytes:
+    """dot's SVG of `source`, from `laid_out` if that source was laid out before."""
+    if source not in laid_out:
+        laid_out[source] = _dot(source, "svg")
+    return laid_out[source]
 
 
 def natural_size(svg: bytes | str) -> tuple[float, float]:
@@ -134,7 +222,7 @@ def natural_size(svg: bytes | str) -> tuple[float, float]:
     return float(m.group(1)), float(m.group(2))
 
 
-def _layout(snapshot: dict[str, Any], stem: str) -> tuple[str, bool, bool]:
+def _layout(snapshot: dict[str, Any], stem: str, laid_out: dict[str, bytes]) -> tuple[str, bool, bool]:
     """The first of LAYOUTS whose natural size fits the frame and whose edges do not
     cross (top-to-bottom full cards where possible, so that most pages read alike); if
     every one that fits has crossings, the one with fewest."""
@@ -142,7 +230,7 @@ def _layout(snapshot: dict[str, Any], stem: str) -> tuple[str, bool, bool]:
     sizes = {}
     crossings: dict[tuple[str, bool, bool], int] = {}
     for layout in LAYOUTS:
-        svg = _dot(_source(snapshot, layout, LIGHT), "svg")
+        svg = _svg(_source(snapshot, layout, SLOTS), laid_out)
         w, h = sizes[layout] = natural_size(svg)
         if w <= room[0] and h <= room[1]:
             crossings[layout] = len(edge_crossings(svg))
@@ -161,12 +249,13 @@ def _layout(snapshot: dict[str, Any], stem: str) -> tuple[str, bool, bool]:
 TITLE_PLACES = (("t", "l"), ("b", "l"), ("t", "r"), ("b", "r"))
 
 
-def _title_places(snapshot: dict[str, Any], layout: tuple[str, bool, bool]) -> dict[str, tuple[str, str]]:
+def _title_places(snapshot: dict[str, Any], layout: tuple[str, bool, bool],
+                  laid_out: dict[str, bytes]) -> dict[str, tuple[str, str]]:
     """Namespace -> where its title goes: top left (the root namespace, drawn lowest,
     bottom left), moved to the next of TITLE_PLACES while an edge runs through it."""
     places = {n["name"]: TITLE_PLACES[1] if n["name"] == HOST else TITLE_PLACES[0] for n in snapshot["nodes"]}
     for _ in range(len(TITLE_PLACES)):
-        crossed = {name for name, _edge in label_crossings(_dot(_source(snapshot, layout, LIGHT, places), "svg"))}
+        crossed = {name for name, _edge in label_crossings(_svg(_source(snapshot, layout, SLOTS, places), laid_out))}
         if not crossed:
             break
         for name in crossed:
@@ -248,14 +337,15 @@ def _bezier_points(d: str, steps: int = 24) -> list[tuple[float, float]]:
 
 
 def _dot(source: str, fmt: str) -> bytes:
-    """Run graphviz's dot on `source`, in a directory holding the glyphs it names as PNGs;
-    the directory lasts as long as the call, so no drawing leaves a file behind."""
+    """Run graphviz's dot on `source`, in a directory holding the glyphs it names as PNGs,
+    seeing only our font; the directory lasts as long as the call, so no drawing leaves a
+    file behind."""
     with tempfile.TemporaryDirectory(prefix="deepdive-glyphs-") as tmp:
         for name, png in _glyph_pngs().items():
             (Path(tmp) / f"{name}.png").write_bytes(png)
         try:
             done = subprocess.run(["dot", f"-T{fmt}"], input=source.encode(), capture_output=True,
-                                  check=True, cwd=tmp)
+                                  check=True, cwd=tmp, env=diagram_fonts.environ())
         except FileNotFoundError:
             raise DeepDiveError("graphviz's `dot` is not installed: `./setup.sh --lab` installs it") from None
         except subprocess.CalledProcessError as e:
@@ -286,7 +376,7 @@ def _source(snapshot: dict[str, Any], layout: tuple[str, bool, bool], colours: d
     used: dict[str, str] = {}  # legend entry -> its words
     body = _clusters(snapshot, colours, used, compact, titles or {}) + _edges(snapshot, links, colours, used, whole)
     graph = {
-        "rankdir": direction, "bgcolor": colours["bg"], "fontname": "Sans-Serif",
+        "rankdir": direction, "bgcolor": colours["bg"], "fontname": diagram_fonts.FAMILY,
         "fontcolor": colours["text"], "nodesep": "0.15" if compact else "0.3", "ranksep": "0.4" if compact else "0.6", "pad": "0.1",
         "margin": "0", "splines": "spline", "newrank": "true",
         "labelloc": "b", "labeljust": "c", "label": _legend(used, colours),
@@ -295,8 +385,8 @@ def _source(snapshot: dict[str, Any], layout: tuple[str, bool, bool], colours: d
         graph.update(dpi=str(PNG_DPI), viewport=f"{FRAME_PT[0]:.1f},{FRAME_PT[1]:.1f},1", pad="0")
     return ("digraph lab {\n"
             f"graph [{_attrs(graph)}];\n"
-            f'node [shape=plain, fontname="Sans-Serif", fontcolor="{colours["text"]}", fontsize={FONT_DETAIL}];\n'
-            f'edge [fontname="Sans-Serif", fontsize={FONT_EDGE}];\n'
+            f'node [shape=plain, fontname="{diagram_fonts.FAMILY}", fontcolor="{colours["text"]}", fontsize={FONT_DETAIL}];\n'
+            f'edge [fontname="{diagram_fonts.FAMILY}", fontsize={FONT_EDGE}];\n'
             + "".join(body) + "}\n")
 
 
@@ -579,10 +669,11 @@ def _legend(used: dict[str, str], colours: dict[str, Any]) -> str:
 
 # --- files -----------------------------------------------------------------------------
 
-def _self_contained(svg: bytes, page: str) -> bytes:
-    """Inline the glyphs (each once, as a vector <symbol>) and say how the file is
-    regenerated."""
-    text = svg.decode()
+def _self_contained(svg: bytes, page: str, digest: str) -> bytes:
+    """Inline the glyphs (each once, as a vector <symbol>), name fallbacks for the font,
+    and say how the file is regenerated and what it was drawn from."""
+    text = svg.decode().replace(f'font-family="{diagram_fonts.FAMILY}"',
+                                f'font-family="{diagram_fonts.CSS_FAMILY}"')
     symbols: dict[str, str] = {}  # glyph name -> symbol id, in order of first use
 
     def use(match: re.Match[str]) -> str:
@@ -598,7 +689,7 @@ def _self_contained(svg: bytes, page: str) -> bytes:
     text = re.sub(r"<image\b([^>]*)/>", use, text)
     defs = "".join(_symbol(name, symbol) for name, symbol in symbols.items())
     text = re.sub(r"(<svg\b[^>]*>\n)", lambda m: f"{m.group(1)}<defs>{defs}</defs>\n", text, count=1)
-    return _mark_generated(text, page).encode()
+    return _mark_generated(text, page, digest).encode()
 
 
 def _symbol(name: str, symbol: str) -> str:
@@ -609,12 +700,13 @@ def _symbol(name: str, symbol: str) -> str:
     return f'<symbol id="{symbol}" viewBox="{view_box}">{inner}</symbol>'
 
 
-def _mark_generated(svg: str, page: str) -> str:
-    """Say which command regenerates the file. XML comments may not contain "--", so the
-    comment names the task and a <metadata> element carries the exact command line."""
+def _mark_generated(svg: str, page: str, digest: str) -> str:
+    """Say which command regenerates the file and the digest of its input (DIGEST_NOTE,
+    within the first 1024 bytes). XML comments may not contain "--", so the comment names
+    the task and a <metadata> element carries the exact command line."""
     safe_page = page.replace("--", "- -")  # page names may contain "-"
     note = (f"<!-- Generated by invoke lab.run for page {safe_page} from the lab's state snapshot."
-            " Do not edit. -->\n")
+            f" Do not edit. -->\n<!-- Drawn from input sha256 {digest}. -->\n")
     command = html.escape(f"Generated by `invoke lab.run --page {page}`. Do not edit.")
     # The comment goes after the XML declaration, which must come first.
     head, sep, rest = svg.partition("?>\n")

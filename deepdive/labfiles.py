@@ -34,9 +34,9 @@ def lab_page(name: str, page_src: str | None) -> str:
     """The Markdown of labs/NAME.md: the snippet's source in a fenced block, and a link to
     the page whose lab it is, if any. The source is embedded rather than included, so
     that the page does not depend on where pymdownx.snippets looks; macros stay off, so
-    `{{` in it is shown as written."""
+    `{{` in it is shown as written; glightbox stays off, as the page has no image."""
     source = (registry.SNIPPETS / f"{name}.py").read_text(encoding="utf-8")
-    title = registry.load(name).title
+    title = registry.load_unchanged(name).title
     back = ""
     if page_src:
         rel = posixpath.relpath(page_src, posixpath.dirname(lab_file_uri(name)))
@@ -47,7 +47,7 @@ def lab_page(name: str, page_src: str | None) -> str:
     description = json.dumps(f"The lab file snippets/{name}.py: the steps and checks "
                              f"behind the page {title}.")
     return (f"---\ndescription: {description}\nrender_macros: false\n"
-            f"search:\n  exclude: true\n---\n"
+            f"search:\n  exclude: true\nglightbox: false\n---\n"
             f"# Lab file `snippets/{name}.py`\n\n"
             f"The steps, commands and checks that `invoke lab.run --page {name}` runs.{back} "
             f"Download it as [{name}.py]({name}.py){{: download }}.\n\n"

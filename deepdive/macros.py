@@ -214,11 +214,18 @@ def define_env(env) -> None:
     docs_dir = Path(env.conf["docs_dir"])
     captures = docs_dir / "captures"
 
+    loaded: dict[str, dict[str, Any]] = {}  # page -> its capture, read once per build
+    checked: list[str | None] = [None]  # the Markdown last searched for indented calls
+
     def load(page: str) -> dict[str, Any]:
         if not isinstance(page, str) or not PAGE_NAME_RE.fullmatch(page):
             raise DeepDiveError(f"{env.page.file.src_path}: {page!r} is not a page name")
-        _refuse_indented_calls(env)
-        return _capture.load(page, captures)
+        if env.markdown is not checked[0]:  # once per page, not once per call
+            _refuse_indented_calls(env)
+            checked[0] = env.markdown
+        if page not in loaded:  # a page calls a page's macros dozens of times
+            loaded[page] = _capture.load(page, captures)
+        return loaded[page]
 
     @env.macro
     def step(page: str, step_id: str, highlight: Sequence[str] | None = None) -> str:
@@ -251,7 +258,7 @@ def define_env(env) -> None:
         if not kernels:  # read every capture once per build, not once per page
             kernels.extend(_reproduce.site_kernels(captures))
         return "\n\n".join(["", _reproduce.verified_line(capture),
-                             _reproduce.reproduce_box(capture, _registry.load(page),
+                             _reproduce.reproduce_box(capture, _registry.load_unchanged(page),
                                                       env.page.file.src_path, kernels,
                                                       env.conf.get("repo_url")), ""])
 

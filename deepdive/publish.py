@@ -91,7 +91,8 @@ def publish_files(page: str, capture: dict[str, Any], docs: Path = captures.DOCS
         try:
             captures.atomic_write(new / "captures" / f"{page}.json", captures.dumps(capture).encode())
             for step_id, snap in captures.snapshots(_drawn_from(capture, docs / "captures" / f"{page}.json")):
-                diagram.render(page, step_id, snap, new / "diagrams")
+                # Drawn only when what it is drawn from changed (its digest, in the SVGs).
+                diagram.render(page, step_id, snap, new / "diagrams", docs / "diagrams")
         except (captures.CannotWrite, OSError) as exc:  # OSError: graphviz's own temporary files
             reason = exc.reason if isinstance(exc, captures.CannotWrite) else exc.strerror or str(exc)
             raise _cannot_stage(page, docs, reason) from None

@@ -5,6 +5,7 @@ environment, so a page written elsewhere (a test's throwaway page) runs in the r
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import traceback
@@ -45,6 +46,23 @@ def load(name: str, snippets: Path = SNIPPETS) -> Page:
         raise SnippetError(f"{page.where}: page is named {page.name!r} but its file is {name}.py")
     page.validate()
     return page
+
+
+def load_unchanged(name: str, snippets: Path = SNIPPETS) -> Page:
+    """load(), done once per process while snippets/<name>.py is unchanged, for readers
+    that leave the Page as it is (the site build imports each snippet once, not once per
+    macro call and hook)."""
+    path = snippets / f"{name}.py"
+    try:
+        stamp = path.stat().st_mtime_ns
+    except OSError:
+        stamp = None  # load() says what is wrong
+    return _load_stamped(name, snippets, stamp)
+
+
+@functools.lru_cache(maxsize=None)
+def _load_stamped(name: str, snippets: Path, stamp: int | None) -> Page:
+    return load(name, snippets)
 
 
 def load_all(snippets: Path = SNIPPETS) -> list[Page]:

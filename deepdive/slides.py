@@ -219,11 +219,12 @@ def _paginate(blocks: list[list[Row]], limit: int) -> list[list[list[Row]]]:
     return parts
 
 
-def deck_html(page: str, docs: Path = DOCS) -> str:
+def deck_html(page: str, docs: Path = DOCS, every_shown: dict[str, dict[str, Any]] | None = None) -> str:
     """The page's deck as one self-contained HTML document (styles inline, diagrams as
-    data: URIs). DeepDiveError for an unknown page or a missing diagram."""
+    data: URIs). `every_shown`: shown(docs), when the caller has it (it reads every
+    page's Markdown). DeepDiveError for an unknown page or a missing diagram."""
     capture = load(page, docs)
-    slides = plan(capture, shown(docs).get(page), docs)
+    slides = plan(capture, (shown(docs) if every_shown is None else every_shown).get(page), docs)
     drawn = diagram_files(capture, docs)
     meta = capture["meta"]
     source = f'{capture["title"]} \u00b7 Linux {meta["kernel"]}, {meta["lab"]} lab, {meta["date"]}'
@@ -348,8 +349,9 @@ def export(names: list[str] | None = None, out: Path = OUT, pdf: bool = True,
     except OSError as exc:
         raise CannotWrite(out, exc.strerror or str(exc)) from None
     try:
+        seen = shown(docs)
         for page in names:
-            _write(stage / f"{page}.html", deck_html(page, docs))
+            _write(stage / f"{page}.html", deck_html(page, docs, seen))
             for f in (f for files in diagram_files(load(page, docs), docs).values() for f in files):
                 if f.suffix == ".png" and png_size(f) != (SLIDE_W, SLIDE_H):
                     raise DeepDiveError(f"page {page}: {rel_path(f)} is not a {SLIDE_W}x{SLIDE_H} PNG; "

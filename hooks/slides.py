@@ -29,9 +29,10 @@ MARKER = "<!-- slides: listing -->"
 def on_files(files: Files, config: Any) -> Files:
     docs = Path(config["docs_dir"])
     try:
+        seen = slides.shown(docs)
         for page in slides.pages(docs):
             files.append(File.generated(config, f"{slides.DECKS}/{page}.html",
-                                        content=slides.deck_html(page, docs)))
+                                        content=slides.deck_html(page, docs, seen)))
     except DeepDiveError as exc:
         raise PluginError(str(exc)) from None  # one line, as mkdocs reports a plugin's error
     return files

@@ -341,3 +341,19 @@ def test_a_write_that_fails_leaves_the_old_file_and_no_temporary(tmp_path, monke
     if raised is cap.CannotWrite:
         assert str(info.value) == f"cannot write {target}: No space left on device"
     assert os.listdir(tmp_path) == ["demo.json"] and target.read_bytes() == b"old\n"
+
+
+def test_a_capture_s_shape_is_checked_once_per_content(tmp_path, monkeypatch):
+    checked = []
+    shape_problem = cap.shape_problem
+    monkeypatch.setattr(cap, "shape_problem", lambda c: checked.append(c) or shape_problem(c))
+    path = tmp_path / "demo.json"
+    path.write_text(cap.dumps(sample(ping_time="0.301")))
+    cap.load("demo", captures=tmp_path)
+    cap.load("demo", captures=tmp_path)
+    assert len(checked) == 1
+    broken = sample(ping_time="0.301")
+    del broken["steps"][0]["commands"][0]["rc"]
+    path.write_text(cap.dumps(broken))
+    with pytest.raises(DeepDiveError, match="is not a capture"):
+        cap.load("demo", captures=tmp_path)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 import shutil
 import struct
+import subprocess
 import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -14,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from deepdive import diagram
+from deepdive import diagram, diagram_fonts
 from deepdive.model import DeepDiveError
 from deepdive.snapshot import HOST
 
@@ -351,3 +353,116 @@ def test_drawing_leaves_no_temporary_file(snapshot: dict[str, Any], tmp_path: Pa
     (tmp_path / "out").mkdir()
     diagram.render(PAGE, STEP, snapshot, tmp_path / "out")
     assert list(scratch.iterdir()) == []
+
+
+# --- the same bytes on every machine, drawn only when the input changed ------------------
+
+HIDE_OUR_FONT = """<?xml version="1.0"?>
+<!DOCTYPE fontconfig SYSTEM "urn:fontconfig:fonts.dtd">
+<fontconfig>
+  <dir>/usr/share/fonts</dir>
+  <dir>/usr/local/share/fonts</dir>
+  <selectfont><rejectfont><glob>*DejaVu*</glob></rejectfont></selectfont>
+  <alias binding="same"><family>DejaVu Sans</family><prefer><family>Liberation Serif</family>
+    <family>serif</family><family>monospace</family></prefer></alias>
+</fontconfig>
+"""
+
+
+def test_the_fonts_installed_on_the_machine_do_not_change_a_diagram(
+        snapshot: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    here = [p.read_bytes() for p in diagram.render(PAGE, STEP, snapshot, tmp_path / "here")]
+    # A machine whose fontconfig has no DejaVu and sends "DejaVu Sans" to another family.
+    (tmp_path / "elsewhere.conf").write_text(HIDE_OUR_FONT)
+    monkeypatch.setenv("FONTCONFIG_FILE", str(tmp_path / "elsewhere.conf"))
+    source = f'digraph {{ a [label="veth0 10.0.0.1/24", fontname="{diagram_fonts.FAMILY}"] }}'
+    def dot(**env: str) -> bytes:
+        return subprocess.run(["dot", "-Tsvg"], input=source.encode(), capture_output=True, check=True,
+                              env={**os.environ, **env}).stdout
+    if dot() == dot(FONTCONFIG_FILE=str(diagram_fonts.CONFIG)):
+        pytest.skip("no font other than DejaVu on this machine to measure text with")
+    elsewhere = [p.read_bytes() for p in diagram.render(PAGE, STEP, snapshot, tmp_path / "elsewhere")]
+    assert elsewhere == here
+
+
+def test_glyphs_hold_no_text_so_cairo_picks_no_font() -> None:
+    for svg in diagram.GLYPHS.glob("*.svg"):
+        assert "<text" not in svg.read_text(), svg.name
+
+
+def test_svg_names_the_shipped_font_with_fallbacks(rendered: list[Path]) -> None:
+    families = set(re.findall(r'font-family="([^"]*)"', rendered[0].read_text()))
+    assert families == {diagram_fonts.CSS_FAMILY}
+    assert {p.name for p in diagram_fonts.files()} >= {"fonts.conf", "DejaVuSans.ttf", "DejaVuSans-Bold.ttf"}
+    assert (diagram_fonts.DIR / "LICENSE").is_file()
+
+
+@pytest.fixture
+def published(snapshot: dict[str, Any], tmp_path: Path) -> Path:
+    """A directory holding the fixture's three files, as docs/diagrams would."""
+    diagram.render(PAGE, STEP, snapshot, tmp_path / "published")
+    return tmp_path / "published"
+
+
+def _redrawn(snapshot: dict[str, Any], published: Path, tmp_path: Path) -> list[Path]:
+    (tmp_path / "stage").mkdir(exist_ok=True)
+    return diagram.render(PAGE, STEP, snapshot, tmp_path / "stage", published)
+
+
+def test_an_unchanged_input_is_not_drawn_again(snapshot: dict[str, Any], published: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_dot(*args: Any) -> bytes:
+        raise AssertionError("dot ran for an input already drawn")
+    monkeypatch.setattr(diagram, "_dot", no_dot)
+    assert _redrawn(copy.deepcopy(snapshot), published, tmp_path) == []
+    assert list((tmp_path / "stage").iterdir()) == []
+
+
+def test_a_changed_snapshot_is_drawn_again(snapshot: dict[str, Any], published: Path, tmp_path: Path) -> None:
+    changed = copy.deepcopy(snapshot)
+    _all_links(changed)[0]["mtu"] = 9000  # not shown, but part of what the drawing is made from
+    assert len(_redrawn(changed, published, tmp_path)) == 3
+
+
+def test_a_changed_glyph_is_drawn_again(snapshot: dict[str, Any], published: Path, tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    glyphs = shutil.copytree(diagram.GLYPHS, tmp_path / "glyphs")
+    (glyphs / "veth.svg").write_text((glyphs / "veth.svg").read_text().replace("#2563EB", "#2563EC"))
+    monkeypatch.setattr(diagram, "GLYPHS", glyphs)
+    assert len(_redrawn(snapshot, published, tmp_path)) == 3
+
+
+def test_changed_drawing_code_is_drawn_again(snapshot: dict[str, Any], published: Path, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    code = tmp_path / "diagram.py"
+    code.write_text(Path(diagram.__file__).read_text() + "\nFONT_EDGE = 21\n")
+    monkeypatch.setattr(diagram, "__file__", str(code))
+    assert len(_redrawn(snapshot, published, tmp_path)) == 3
+
+
+def test_a_changed_font_is_drawn_again(snapshot: dict[str, Any], published: Path, tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    fonts = shutil.copytree(diagram_fonts.DIR, tmp_path / "fonts")
+    (fonts / "DejaVuSans.ttf").unlink()
+    monkeypatch.setattr(diagram_fonts, "DIR", fonts)
+    monkeypatch.setattr(diagram_fonts, "CONFIG", fonts / "fonts.conf")
+    assert len(_redrawn(snapshot, published, tmp_path)) == 3
+
+
+@pytest.mark.parametrize("missing", [".png", "-dark.svg"])
+def test_a_missing_or_stale_file_is_drawn_again(snapshot: dict[str, Any], published: Path, tmp_path: Path,
+                                                missing: str) -> None:
+    (published / f"{PAGE}-{STEP}{missing}").unlink()
+    assert len(_redrawn(snapshot, published, tmp_path)) == 3
+
+
+def test_each_layout_runs_once_and_dark_is_light_recoloured(snapshot: dict[str, Any], tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    runs: list[tuple[str, str]] = []
+    dot = diagram._dot
+    monkeypatch.setattr(diagram, "_dot", lambda source, fmt: runs.append((source, fmt)) or dot(source, fmt))
+    light, dark, _png = diagram.render(PAGE, STEP, snapshot, tmp_path)
+    assert len(runs) == len(set(runs)), "a graph was laid out twice"
+    assert [fmt for _, fmt in runs].count("png") == 1
+    colour = re.compile(r'"#[0-9a-fA-F]{6}"')
+    assert colour.sub('"#"', light.read_text()) == colour.sub('"#"', dark.read_text())

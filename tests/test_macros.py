@@ -675,3 +675,29 @@ def test_what_the_prose_quotes_is_never_folded_away(md):
         shown = "\n".join(shown_lines(block(macros.render_step(capture, step_id, steps[page, step_id]))))
         folded += [(step_id, part) for part in text.split(" ... ") if part not in shown]
     assert folded == [], f"{md.name}: highlight these in their step() calls: {folded}"
+
+
+def test_a_capture_is_read_once_per_build_however_many_macros_use_it(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    (tmp_path / "captures").mkdir()
+    (tmp_path / "captures" / "veth.json").write_text(json.dumps(make_capture()))
+    macros_by_name: dict = {}
+    env = SimpleNamespace(conf={"docs_dir": str(tmp_path)}, markdown="", page=SimpleNamespace(
+        url="interfaces/veth/", file=SimpleNamespace(src_path="interfaces/veth.md")),
+        macro=lambda fn: macros_by_name.__setitem__(fn.__name__, fn))
+    reads = []
+    load = capture_module.load
+    monkeypatch.setattr(capture_module, "load", lambda *a: reads.append(a) or load(*a))
+    macros.define_env(env)
+    for _ in range(3):
+        macros_by_name["step"]("veth", "show")
+        macros_by_name["quote"]("veth", "show", "veth0")
+    assert len(reads) == 1
+    env.markdown = '!!! note\n\n    {{ step("veth", "show") }}\n'  # the next page: checked anew
+    with pytest.raises(DeepDiveError, match="is indented"):
+        macros_by_name["step"]("veth", "show")
+    env.markdown = ""
+    macros.define_env(env)  # the next build (mkdocs serve) reads it again
+    macros_by_name["step"]("veth", "show")
+    assert len(reads) == 2

@@ -54,7 +54,8 @@ def outcome(capture: dict) -> Outcome:
     return Outcome(page=capture["page"], capture=capture, seconds=0.1, lab="host")
 
 
-def fake_render(page: str, step_id: str, snapshot: dict, out_dir: Path) -> list[Path]:
+def fake_render(page: str, step_id: str, snapshot: dict, out_dir: Path,
+                published: Path | None = None) -> list[Path]:
     paths = [out_dir / f"{page}-{step_id}.{ext}" for ext in ("svg", "png")]
     for path in paths:
         captures.atomic_write(path, json.dumps(snapshot, sort_keys=True).encode())

@@ -227,3 +227,14 @@ def test_real_snippet_loads_and_validates(name):
             continue
         assert Path(s.where.rpartition(":")[0]).resolve() == snippet
         assert all(c.argv for c in s.commands)
+
+
+def test_load_unchanged_imports_a_snippet_once_until_it_changes(tmp_path):
+    import os
+
+    path = good(tmp_path, "alpha")
+    first = registry.load_unchanged("alpha", snippets=tmp_path)
+    assert registry.load_unchanged("alpha", snippets=tmp_path) is first
+    path.write_text(path.read_text().replace('title="A page"', 'title="Another"'))
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 1_000_000))
+    assert registry.load_unchanged("alpha", snippets=tmp_path).title == "Another"

@@ -315,3 +315,13 @@ def test_a_named_repository_reaches_the_box_and_the_edit_link(tmp_path, monkeypa
     html = (root / "site" / "index.html").read_text()
     assert 'From a checkout of <a href="https://git.example.org/dd">the project</a>' in html
     assert 'href="https://git.example.org/dd/edit/main/docs/index.md"' in html
+
+
+def test_a_lab_file_page_has_no_image_so_glightbox_leaves_it_alone():
+    from mkdocs.utils.meta import get_data
+
+    from deepdive import labfiles
+
+    _, meta = get_data(labfiles.lab_page("veth", "interfaces/veth.md"))
+    assert meta["glightbox"] is False
+    assert "![" not in labfiles.lab_page("veth", "interfaces/veth.md")

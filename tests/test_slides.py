@@ -253,3 +253,21 @@ def test_a_background_command_is_stopped_on_the_slide_as_on_the_page():
                     ("cmd", "$ ping -c 1 b"), ("out", "1 received"),
                     ("cmd", "$ kill -INT %1"), ("out", "IP a > b: ICMP echo request"),
                     ("err", "1 packet captured")]
+
+
+def test_the_site_reads_every_page_s_markdown_once_for_all_decks(tmp_path, monkeypatch):
+    from mkdocs.config import load_config
+    from mkdocs.structure.files import Files
+
+    docs = make_docs(tmp_path)
+    (docs / "captures" / "veth2.json").write_text(
+        (docs / "captures" / "veth.json").read_text().replace('"page": "veth"', '"page": "veth2"'))
+    for f in (docs / "diagrams").glob("veth-*"):
+        shutil.copy(f, f.with_name(f.name.replace("veth-", "veth2-")))
+    calls = []
+    shown = slides.shown
+    monkeypatch.setattr(slides, "shown", lambda *a: calls.append(a) or shown(*a))
+    config = load_config(str(ROOT / "mkdocs.yml"), docs_dir=str(docs), site_dir=str(tmp_path / "site"))
+    files = config.plugins.on_files(Files([]), config=config)  # the hook, as a build runs it
+    assert {f.src_uri for f in files if f.src_uri.startswith(slides.DECKS)} == {f"{slides.DECKS}/veth.html", f"{slides.DECKS}/veth2.html"}
+    assert len(calls) == 1
