@@ -17,6 +17,7 @@ namespaces go with them.
 """
 from __future__ import annotations
 
+import copy
 import io
 import json
 import os
@@ -59,18 +60,23 @@ def run_page(page: Page) -> dict[str, Any]:
         present = sorted(os.listdir(snapshot.NETNS_DIR))
         return [n for n in page.nodes if n in present] + [n for n in present if n not in page.nodes]
 
+    state = Snapshots(nodes)
+
     def probe(text: str) -> Result:
         c = cmd(text)
+        state.changed()
         return _execute(page, None, c)
 
     try:
         for step in page.steps:
             _progress(f"{page.name}: {step.id} ({len(step.commands)} commands)")
             taken: list[dict] = []
-            results = run_step(page, step, lambda: taken.append(snapshot.take(nodes()))
+            state.changed()
+            results = run_step(page, step, lambda: taken.append(state.take())
                                if step.snapshot == WHILE_RUNNING else None)
+            state.changed()  # by the background programs the step's end stopped, too
             recorded.extend((step.id, r) for r in results)
-            snap = taken[0] if taken else snapshot.take(nodes()) if step.snapshot else None
+            snap = taken[0] if taken else state.take() if step.snapshot else None
             steps_out.append({
                 "id": step.id,
                 "title": step.title,
@@ -79,7 +85,7 @@ def run_page(page: Page) -> dict[str, Any]:
                 "snapshot": snap,
             })
             for check in (c for c in page.checks if c.after == step.id):
-                ctx = CheckContext(recorded, probe, lambda: snapshot.take(nodes()))
+                ctx = CheckContext(recorded, probe, state.take)
                 passed, error = _decide(check, ctx)
                 entry = {"claim": check.claim, "after": step.id, "passed": passed}
                 if not passed:
@@ -90,6 +96,25 @@ def run_page(page: Page) -> dict[str, Any]:
     finally:
         teardown(nodes())
     return {"page": page.name, "title": page.title, **masks_of(page), "steps": steps_out, "checks": checks_out}
+
+
+class Snapshots:
+    """snapshot.take() of the run's nodes, read again only once something ran: a step's
+    snapshot and the checks after it look at one unchanged state, and each read is a
+    netlink dump of every namespace. Each caller gets a copy of its own."""
+
+    def __init__(self, nodes: Callable[[], list[str]]):
+        self._nodes = nodes
+        self._last: dict[str, Any] | None = None
+
+    def changed(self) -> None:
+        """Something is about to run: the next take() reads the kernel again."""
+        self._last = None
+
+    def take(self) -> dict[str, Any]:
+        if self._last is None:
+            self._last = snapshot.take(self._nodes())
+        return copy.deepcopy(self._last)
 
 
 def _decide(check, ctx: CheckContext) -> tuple[bool, str]:
@@ -295,6 +320,7 @@ def _as_init(work: Callable[[TextIO], int], out: TextIO) -> int:
         status = 1
         try:
             execute.die_with_parent()
+            execute.SEALED = True  # this PID namespace ends with its PID 1, this process's parent
             text = io.StringIO()
             status = work(text)
             with os.fdopen(write_end, "w") as stream:

@@ -97,10 +97,24 @@ def test_run_starts_the_command_in_its_own_session_and_group():
     assert res.stdout == "True True\n"
 
 
+PDEATHSIG = ("import ctypes; v = ctypes.c_int(); "
+             "ctypes.CDLL(None).prctl(2, ctypes.byref(v)); print(v.value)")  # PR_GET_PDEATHSIG
+
+
 def test_run_asks_the_kernel_to_kill_the_command_with_its_parent():
-    prog = ("import ctypes; v = ctypes.c_int(); "
-            "ctypes.CDLL(None).prctl(2, ctypes.byref(v)); print(v.value)")  # PR_GET_PDEATHSIG
-    assert execute.run(PY + (prog,), 5).stdout == f"{int(signal.SIGKILL)}\n"
+    assert execute.run(PY + (PDEATHSIG,), 5).stdout == f"{int(signal.SIGKILL)}\n"
+
+
+def test_inside_a_run_s_pid_namespace_commands_start_without_a_preexec_fn(monkeypatch):
+    """There the namespace ends them, and a preexec_fn would force the slow fork path."""
+    monkeypatch.setattr(execute, "SEALED", True)
+    started = []
+    real = execute.subprocess.Popen
+    monkeypatch.setattr(execute.subprocess, "Popen",
+                        lambda *a, **kw: started.append(kw.get("preexec_fn")) or real(*a, **kw))
+    assert execute.run(PY + (PDEATHSIG,), 5).stdout == "0\n"
+    assert execute.Background(PY + ("pass",)).stop(5, grace=5).rc == 0
+    assert started == [None, None]
 
 
 def test_missing_program_gives_127_without_raising(tmp_path):
