@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import select
 import signal
 import subprocess
 import threading
@@ -89,7 +90,8 @@ def limit_text(limit: int) -> str:
 
 
 class _Drain:
-    """Reads one pipe in a thread until end of file or until `limit` bytes are kept.
+    """Reads one pipe in a thread until end of file, until `limit` bytes are kept, or
+    until the pipe is found empty once the command has exited (exited()).
 
     Past the limit it calls `overflow` (which kills the command) and closes the pipe,
     so a writer gets EPIPE instead of blocking on a pipe nobody reads.
@@ -99,13 +101,31 @@ class _Drain:
         self.data = bytearray()
         self.overflowed = False
         self._limit, self._overflow = limit, overflow
+        # Closing the write end wakes the thread: the command has exited.
+        self._wake_r, self._wake_w = os.pipe()
         self._thread = threading.Thread(target=self._read, args=(pipe,), daemon=True)
         self._thread.start()
 
     def _read(self, pipe: IO[bytes]) -> None:
         fd = pipe.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        poller.register(self._wake_r, select.POLLIN)
+        exited = False
         try:
-            while chunk := os.read(fd, _CHUNK):
+            while True:
+                ready = dict(poller.poll(0 if exited else None))
+                if fd not in ready:
+                    if exited:
+                        # Empty after the exit: all the command wrote is read, and what
+                        # is left holding the pipe (a daemon it started) is not the command.
+                        return
+                    exited = True
+                    continue
+                exited = exited or self._wake_r in ready
+                chunk = os.read(fd, _CHUNK)
+                if not chunk:
+                    return
                 room = self._limit - len(self.data)
                 if len(chunk) > room:
                     self.data += chunk[:room]
@@ -115,9 +135,16 @@ class _Drain:
                 self.data += chunk
         finally:
             pipe.close()
+            os.close(self._wake_r)
+
+    def exited(self) -> None:
+        """The command has exited: stop once the pipe is empty (at most once)."""
+        if self._wake_w >= 0:
+            os.close(self._wake_w)
+            self._wake_w = -1
 
     def join(self, deadline: float) -> bool:
-        """Wait for end of file until `deadline` (time.monotonic()); True once reached."""
+        """Wait for the end of its output until `deadline` (time.monotonic()); True once reached."""
         self._thread.join(max(0.0, deadline - time.monotonic()))
         return not self._thread.is_alive()
 
@@ -150,6 +177,11 @@ class _Process:
     def kill_and_reap(self) -> None:
         self.kill()
         self.proc.wait()
+        self._exited()
+
+    def _exited(self) -> None:
+        self.out.exited()
+        self.err.exited()
 
     def finish(self, deadline: float) -> bool:
         """Wait for the exit, then for end of file on both streams; False if the command
@@ -157,12 +189,18 @@ class _Process:
 
         A process the command started and left running (a daemon: `setsid -f ...`) may
         hold the pipes open for as long as it lives, as it would hold a terminal. A shell
-        returns to its prompt when the command exits; so, DETACHED_GRACE seconds after
-        the exit, what has been read is the command's output."""
+        returns to its prompt when the command exits. So once its process group is empty
+        (the daemon is in a session of its own), the output ends where the pipes are first
+        found empty (everything the command wrote was in them by then); otherwise, at end
+        of file or DETACHED_GRACE seconds after the exit."""
         try:
             self.proc.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             return False
+        try:
+            os.killpg(self.proc.pid, 0)
+        except ProcessLookupError:
+            self._exited()
         drained = min(deadline, time.monotonic() + DETACHED_GRACE)
         self.out.join(drained)
         self.err.join(drained)
