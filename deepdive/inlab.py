@@ -155,9 +155,12 @@ def run_step(page: Page, step: Step, at_end: Callable[[], object] = lambda: None
                 _never_printed(page, step, c, c.until, bg.stop(timeout=1))
         at_end()
         # A capture ends within milliseconds of SIGINT, but on a loaded machine it once took
-        # over 2 s: at a step's normal end each gets its command's own time limit.
+        # over 2 s: at a step's normal end each gets its command's own time limit. The
+        # grace runs for all of them at once: each has had it by the time it is stopped.
+        grace_ends = time.monotonic() + EXIT_GRACE * SLOWDOWN
         for i, bg, c in running:
-            results[i] = bg.stop(timeout=limit(c), grace=EXIT_GRACE * SLOWDOWN if c.until else 0.0)
+            grace = max(0.0, grace_ends - time.monotonic()) if c.until else 0.0
+            results[i] = bg.stop(timeout=limit(c), grace=grace)
     finally:
         for i, bg, _c in running:
             results.setdefault(i, bg.stop(timeout=2))
