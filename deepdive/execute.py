@@ -101,6 +101,7 @@ class _Drain:
         self.data = bytearray()
         self.overflowed = False
         self._limit, self._overflow = limit, overflow
+        self._done = threading.Event()
         # Closing the write end wakes the thread: the command has exited.
         self._wake_r, self._wake_w = os.pipe()
         self._thread = threading.Thread(target=self._read, args=(pipe,), daemon=True)
@@ -117,8 +118,10 @@ class _Drain:
                 ready = dict(poller.poll(0 if exited else None))
                 if fd not in ready:
                     if exited:
-                        # Empty after the exit: all the command wrote is read, and what
-                        # is left holding the pipe (a daemon it started) is not the command.
+                        # Empty after the exit: all the command wrote is read. What is
+                        # left holding the pipe (a daemon it started) is not the command.
+                        self._done.set()
+                        _discard(fd)
                         return
                     exited = True
                     continue
@@ -134,19 +137,26 @@ class _Drain:
                     return
                 self.data += chunk
         finally:
+            self._done.set()
             pipe.close()
             os.close(self._wake_r)
 
     def exited(self) -> None:
-        """The command has exited: stop once the pipe is empty (at most once)."""
+        """The command has exited: its output ends once the pipe is empty (at most once)."""
         if self._wake_w >= 0:
             os.close(self._wake_w)
             self._wake_w = -1
 
     def join(self, deadline: float) -> bool:
         """Wait for the end of its output until `deadline` (time.monotonic()); True once reached."""
-        self._thread.join(max(0.0, deadline - time.monotonic()))
-        return not self._thread.is_alive()
+        return self._done.wait(max(0.0, deadline - time.monotonic()))
+
+
+def _discard(fd: int) -> None:
+    """Read and drop what a daemon writes to a pipe it holds, until it closes it: as a
+    terminal would, it never finds the pipe full or closed."""
+    while os.read(fd, _CHUNK):
+        pass
 
 
 class _Process:

@@ -178,9 +178,10 @@ def test_output_still_in_the_pipes_at_the_exit_is_all_read():
 
 def test_a_daemon_in_a_session_of_its_own_costs_no_wait(tmp_path):
     """Its group empty once it exited, the command's output is what its pipes held then:
-    no DETACHED_GRACE, which the same commands in bash do not pay either."""
+    no DETACHED_GRACE, which the same commands in bash do not pay either. The daemon
+    writes on to its pipe as to a terminal (it would die of SIGPIPE on a closed one)."""
     pids = tmp_path / "pids"
-    script = f"echo started; setsid -f sh -c 'echo $$ > {pids}; sleep 0.2; echo late; exec sleep 30'"
+    script = f"echo started; setsid -f sh -c 'sleep 0.2; echo late; echo $$ > {pids}; exec sleep 30'"
     try:
         for _ in range(3):
             started = time.monotonic()
