@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import math
 import os
 import select
 import signal
@@ -38,6 +39,8 @@ _CHUNK = 1 << 16
 # reading what it printed, even on a loaded machine; only reached when something it left
 # running holds the pipes (see _Process.finish).
 DETACHED_GRACE = 1.0
+# Seconds between two looks, after a command's exit, at whether its process group is empty.
+GROUP_POLL = 0.01
 
 
 # How a background command ended (Result.ended): it exited by itself, or the lab stopped
@@ -159,10 +162,24 @@ def _discard(fd: int) -> None:
         pass
 
 
-class _Process:
-    """A started command whose stdout and stderr are being drained."""
+class _Stream:
+    """One pipe of a command that _Process.finish reads in the calling thread."""
 
-    def __init__(self, argv: tuple[str, ...], stdin: int, limit: int):
+    def __init__(self, pipe: IO[bytes]) -> None:
+        self.pipe, self.fd = pipe, pipe.fileno()
+        self.data = bytearray()
+        self.overflowed = False
+
+    def exited(self) -> None:
+        """Nothing to wake: finish() sees the exit itself."""
+
+
+class _Process:
+    """A started command whose stdout and stderr are being drained: by a thread each
+    (`threaded`, for a command that runs while others do), or by finish() in the calling
+    thread, which spares starting two threads a command."""
+
+    def __init__(self, argv: tuple[str, ...], stdin: int, limit: int, threaded: bool = True):
         self.argv = argv
         # Own process group (to kill it whole), dying with us (see SEALED), with a fixed
         # locale and width so that its output is the same on every machine.
@@ -172,8 +189,14 @@ class _Process:
             start_new_session=True, preexec_fn=None if SEALED else die_with_parent)
         assert self.proc.stdout is not None and self.proc.stderr is not None
         self.limit = limit
-        self.out = _Drain(self.proc.stdout, limit, self.kill)
-        self.err = _Drain(self.proc.stderr, limit, self.kill)
+        self.threaded = threaded
+        self.out: _Drain | _Stream
+        self.err: _Drain | _Stream
+        if threaded:
+            self.out = _Drain(self.proc.stdout, limit, self.kill)
+            self.err = _Drain(self.proc.stderr, limit, self.kill)
+        else:
+            self.out, self.err = _Stream(self.proc.stdout), _Stream(self.proc.stderr)
 
     def signal(self, signum: int) -> None:
         try:
@@ -203,18 +226,85 @@ class _Process:
         (the daemon is in a session of its own), the output ends where the pipes are first
         found empty (everything the command wrote was in them by then); otherwise, at end
         of file or DETACHED_GRACE seconds after the exit."""
+        if not self.threaded:
+            return self._finish_here(deadline)
         try:
             self.proc.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             return False
+        drained = min(deadline, time.monotonic() + DETACHED_GRACE)
+        while True:
+            if not self._group_alive():
+                self._exited()
+            step = min(drained, time.monotonic() + GROUP_POLL)
+            if (self.out.join(step) and self.err.join(step)) or time.monotonic() >= drained:
+                return True
+
+    def _group_alive(self) -> bool:
         try:
             os.killpg(self.proc.pid, 0)
         except ProcessLookupError:
-            self._exited()
-        drained = min(deadline, time.monotonic() + DETACHED_GRACE)
-        self.out.join(drained)
-        self.err.join(drained)
+            return False
         return True
+
+    def _finish_here(self, deadline: float) -> bool:
+        """finish() reading both pipes in this thread, and the exit through a pidfd."""
+        streams = {s.fd: s for s in (self.out, self.err) if isinstance(s, _Stream)}
+        pidfd = os.pidfd_open(self.proc.pid)
+        poller = select.poll()
+        for fd in (*streams, pidfd):
+            poller.register(fd, select.POLLIN)
+        # alone: exited, and nothing is left in its group (looked at again every
+        # GROUP_POLL seconds: a `setsid -f` child leaves the group a moment after its exit).
+        ends, exited, alone = deadline, False, False
+        try:
+            while streams:
+                wait = 0 if alone else max(0.0, ends - time.monotonic())
+                events = poller.poll(math.ceil(min(wait, GROUP_POLL) * 1000 if exited else wait * 1000))
+                if not events:
+                    if alone or time.monotonic() >= ends:
+                        break
+                    alone = exited and not self._group_alive()
+                for fd, _event in events:
+                    if fd == pidfd:
+                        poller.unregister(pidfd)
+                        self.proc.wait()
+                        ends = min(deadline, time.monotonic() + DETACHED_GRACE)
+                        exited, alone = True, not self._group_alive()
+                    else:
+                        self._read_one(streams, fd, poller)
+        finally:
+            os.close(pidfd)
+        if streams:  # held by what the command left running: read on, as a terminal would
+            for s in streams.values():
+                threading.Thread(target=self._discard_and_close, args=(s.pipe,), daemon=True).start()
+        try:
+            self.proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
+    def _read_one(self, streams: dict[int, _Stream], fd: int, poller: select.poll) -> None:
+        stream = streams[fd]
+        chunk = os.read(fd, _CHUNK)
+        room = self.limit - len(stream.data)
+        if len(chunk) > room:
+            stream.data += chunk[:room]
+            stream.overflowed = True
+            self.kill()
+        else:
+            stream.data += chunk
+        if not chunk or stream.overflowed:  # closed: a writer gets EPIPE, never blocks
+            poller.unregister(fd)
+            del streams[fd]
+            stream.pipe.close()
+
+    @staticmethod
+    def _discard_and_close(pipe: IO[bytes]) -> None:
+        try:
+            _discard(pipe.fileno())
+        finally:
+            pipe.close()
 
     def result(self) -> Result:
         stdout, stderr = decode(bytes(self.out.data)), decode(bytes(self.err.data))
@@ -244,7 +334,7 @@ def _open_stdin(stdin: str, heredoc: str) -> int:
 
 
 def _start(argv: tuple[str, ...], stdin: str, heredoc: str,
-           limit: int | None) -> _Process | Result:
+           limit: int | None, threaded: bool = True) -> _Process | Result:
     """Start argv, or the Result a shell would give when it cannot be started.
     `limit` None is OUTPUT_LIMIT, read now (so that tests may lower it)."""
     try:
@@ -252,7 +342,7 @@ def _start(argv: tuple[str, ...], stdin: str, heredoc: str,
     except OSError as exc:  # as bash reports a failed `< PATH`, before running anything
         return Result(argv, 1, "", f"{stdin}: {exc.strerror}\n")
     try:
-        return _Process(argv, fd, OUTPUT_LIMIT if limit is None else limit)
+        return _Process(argv, fd, OUTPUT_LIMIT if limit is None else limit, threaded)
     except FileNotFoundError:
         return Result(argv, 127, "", f"{argv[0]}: command not found\n")
     except PermissionError:
@@ -270,7 +360,7 @@ def run(argv: tuple[str, ...], timeout: float, *, stdin: str = "", heredoc: str 
     output beyond `limit` bytes per stream (default OUTPUT_LIMIT) kills it too (see
     the module docstring).
     """
-    started = _start(argv, stdin, heredoc, limit)
+    started = _start(argv, stdin, heredoc, limit, threaded=False)
     if isinstance(started, Result):
         return started
     try:

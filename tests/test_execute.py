@@ -167,6 +167,14 @@ def test_a_command_that_leaves_a_daemon_holding_its_pipes_returns_like_a_shell(t
         os.kill(int(pids.read_text()), signal.SIGKILL)
 
 
+def test_a_command_run_in_the_foreground_starts_no_thread(monkeypatch):
+    """Its pipes are read in the calling thread: two threads a command cost milliseconds."""
+    started = []
+    monkeypatch.setattr(execute.threading, "Thread", lambda *a, **kw: started.append(kw))
+    res = execute.run(("sh", "-c", "echo out; echo err >&2"), 5)
+    assert (res.rc, res.stdout, res.stderr, started) == (0, "out\n", "err\n", [])
+
+
 def test_output_still_in_the_pipes_at_the_exit_is_all_read():
     """The command's group is empty at once, and up to a pipe's worth of its output may
     still be unread then (seen lost about once in 30 runs when the reader stopped at the
