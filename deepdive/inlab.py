@@ -245,8 +245,8 @@ INTERRUPTS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 def _on_signal(signum: int, _frame) -> None:
-    # pyroute2 forks helpers (to open sockets in a namespace) and stops them with
-    # SIGTERM; a forked copy must die then, not unwind into this run's own code.
+    # pyroute2 can fork helpers (IPRoute(netns=...), which snapshot.take avoids) and stops
+    # them with SIGTERM; a forked copy must die then, not unwind into this run's own code.
     if os.getpid() != MAIN_PID:
         os._exit(128 + signum)
     raise Interrupted(signal.Signals(signum).name)
