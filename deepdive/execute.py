@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import math
 import os
+import select
 import signal
 import subprocess
 import threading
@@ -37,6 +39,8 @@ _CHUNK = 1 << 16
 # reading what it printed, even on a loaded machine; only reached when something it left
 # running holds the pipes (see _Process.finish).
 DETACHED_GRACE = 1.0
+# Seconds between two looks, after a command's exit, at whether its process group is empty.
+GROUP_POLL = 0.01
 
 
 # How a background command ended (Result.ended): it exited by itself, or the lab stopped
@@ -67,6 +71,14 @@ def die_with_parent() -> None:
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+# Whether this process runs inside a lab's own PID namespace (deepdive.inlab sets it in the
+# run's runner): there the kernel kills every command when the run's PID 1 ends, so commands
+# start without a preexec_fn, which forces subprocess to fork the whole interpreter instead
+# of using vfork (about 3 ms more a command). Anywhere else each command gets
+# die_with_parent.
+SEALED = False
+
+
 class CommandTimeout(Exception):
     def __init__(self, argv: tuple[str, ...], timeout: float):
         super().__init__(f"{' '.join(argv)} did not finish within {timeout:g} s")
@@ -81,7 +93,8 @@ def limit_text(limit: int) -> str:
 
 
 class _Drain:
-    """Reads one pipe in a thread until end of file or until `limit` bytes are kept.
+    """Reads one pipe in a thread until end of file, until `limit` bytes are kept, or
+    until the pipe is found empty once the command has exited (exited()).
 
     Past the limit it calls `overflow` (which kills the command) and closes the pipe,
     so a writer gets EPIPE instead of blocking on a pipe nobody reads.
@@ -91,13 +104,34 @@ class _Drain:
         self.data = bytearray()
         self.overflowed = False
         self._limit, self._overflow = limit, overflow
+        self._done = threading.Event()
+        # Closing the write end wakes the thread: the command has exited.
+        self._wake_r, self._wake_w = os.pipe()
         self._thread = threading.Thread(target=self._read, args=(pipe,), daemon=True)
         self._thread.start()
 
     def _read(self, pipe: IO[bytes]) -> None:
         fd = pipe.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        poller.register(self._wake_r, select.POLLIN)
+        exited = False
         try:
-            while chunk := os.read(fd, _CHUNK):
+            while True:
+                ready = dict(poller.poll(0 if exited else None))
+                if fd not in ready:
+                    if exited:
+                        # Empty after the exit: all the command wrote is read. What is
+                        # left holding the pipe (a daemon it started) is not the command.
+                        self._done.set()
+                        _discard(fd)
+                        return
+                    exited = True
+                    continue
+                exited = exited or self._wake_r in ready
+                chunk = os.read(fd, _CHUNK)
+                if not chunk:
+                    return
                 room = self._limit - len(self.data)
                 if len(chunk) > room:
                     self.data += chunk[:room]
@@ -106,29 +140,63 @@ class _Drain:
                     return
                 self.data += chunk
         finally:
+            self._done.set()
             pipe.close()
+            os.close(self._wake_r)
+
+    def exited(self) -> None:
+        """The command has exited: its output ends once the pipe is empty (at most once)."""
+        if self._wake_w >= 0:
+            os.close(self._wake_w)
+            self._wake_w = -1
 
     def join(self, deadline: float) -> bool:
-        """Wait for end of file until `deadline` (time.monotonic()); True once reached."""
-        self._thread.join(max(0.0, deadline - time.monotonic()))
-        return not self._thread.is_alive()
+        """Wait for the end of its output until `deadline` (time.monotonic()); True once reached."""
+        return self._done.wait(max(0.0, deadline - time.monotonic()))
+
+
+def _discard(fd: int) -> None:
+    """Read and drop what a daemon writes to a pipe it holds, until it closes it: as a
+    terminal would, it never finds the pipe full or closed."""
+    while os.read(fd, _CHUNK):
+        pass
+
+
+class _Stream:
+    """One pipe of a command that _Process.finish reads in the calling thread."""
+
+    def __init__(self, pipe: IO[bytes]) -> None:
+        self.pipe, self.fd = pipe, pipe.fileno()
+        self.data = bytearray()
+        self.overflowed = False
+
+    def exited(self) -> None:
+        """Nothing to wake: finish() sees the exit itself."""
 
 
 class _Process:
-    """A started command whose stdout and stderr are being drained."""
+    """A started command whose stdout and stderr are being drained: by a thread each
+    (`threaded`, for a command that runs while others do), or by finish() in the calling
+    thread, which spares starting two threads a command."""
 
-    def __init__(self, argv: tuple[str, ...], stdin: int, limit: int):
+    def __init__(self, argv: tuple[str, ...], stdin: int, limit: int, threaded: bool = True):
         self.argv = argv
-        # Own process group (to kill it whole), dying with us, with a fixed locale and
-        # width so that its output is the same on every machine.
+        # Own process group (to kill it whole), dying with us (see SEALED), with a fixed
+        # locale and width so that its output is the same on every machine.
         self.proc = subprocess.Popen(
             argv, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env=dict(os.environ, LC_ALL="C", COLUMNS="200"),
-            start_new_session=True, preexec_fn=die_with_parent)
+            start_new_session=True, preexec_fn=None if SEALED else die_with_parent)
         assert self.proc.stdout is not None and self.proc.stderr is not None
         self.limit = limit
-        self.out = _Drain(self.proc.stdout, limit, self.kill)
-        self.err = _Drain(self.proc.stderr, limit, self.kill)
+        self.threaded = threaded
+        self.out: _Drain | _Stream
+        self.err: _Drain | _Stream
+        if threaded:
+            self.out = _Drain(self.proc.stdout, limit, self.kill)
+            self.err = _Drain(self.proc.stderr, limit, self.kill)
+        else:
+            self.out, self.err = _Stream(self.proc.stdout), _Stream(self.proc.stderr)
 
     def signal(self, signum: int) -> None:
         try:
@@ -142,6 +210,11 @@ class _Process:
     def kill_and_reap(self) -> None:
         self.kill()
         self.proc.wait()
+        self._exited()
+
+    def _exited(self) -> None:
+        self.out.exited()
+        self.err.exited()
 
     def finish(self, deadline: float) -> bool:
         """Wait for the exit, then for end of file on both streams; False if the command
@@ -149,16 +222,89 @@ class _Process:
 
         A process the command started and left running (a daemon: `setsid -f ...`) may
         hold the pipes open for as long as it lives, as it would hold a terminal. A shell
-        returns to its prompt when the command exits; so, DETACHED_GRACE seconds after
-        the exit, what has been read is the command's output."""
+        returns to its prompt when the command exits. So once its process group is empty
+        (the daemon is in a session of its own), the output ends where the pipes are first
+        found empty (everything the command wrote was in them by then); otherwise, at end
+        of file or DETACHED_GRACE seconds after the exit."""
+        if not self.threaded:
+            return self._finish_here(deadline)
         try:
             self.proc.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             return False
         drained = min(deadline, time.monotonic() + DETACHED_GRACE)
-        self.out.join(drained)
-        self.err.join(drained)
+        while True:
+            if not self._group_alive():
+                self._exited()
+            step = min(drained, time.monotonic() + GROUP_POLL)
+            if (self.out.join(step) and self.err.join(step)) or time.monotonic() >= drained:
+                return True
+
+    def _group_alive(self) -> bool:
+        try:
+            os.killpg(self.proc.pid, 0)
+        except ProcessLookupError:
+            return False
         return True
+
+    def _finish_here(self, deadline: float) -> bool:
+        """finish() reading both pipes in this thread, and the exit through a pidfd."""
+        streams = {s.fd: s for s in (self.out, self.err) if isinstance(s, _Stream)}
+        pidfd = os.pidfd_open(self.proc.pid)
+        poller = select.poll()
+        for fd in (*streams, pidfd):
+            poller.register(fd, select.POLLIN)
+        # alone: exited, and nothing is left in its group (looked at again every
+        # GROUP_POLL seconds: a `setsid -f` child leaves the group a moment after its exit).
+        ends, exited, alone = deadline, False, False
+        try:
+            while streams:
+                wait = 0 if alone else max(0.0, ends - time.monotonic())
+                events = poller.poll(math.ceil(min(wait, GROUP_POLL) * 1000 if exited else wait * 1000))
+                if not events:
+                    if alone or time.monotonic() >= ends:
+                        break
+                    alone = exited and not self._group_alive()
+                for fd, _event in events:
+                    if fd == pidfd:
+                        poller.unregister(pidfd)
+                        self.proc.wait()
+                        ends = min(deadline, time.monotonic() + DETACHED_GRACE)
+                        exited, alone = True, not self._group_alive()
+                    else:
+                        self._read_one(streams, fd, poller)
+        finally:
+            os.close(pidfd)
+        if streams:  # held by what the command left running: read on, as a terminal would
+            for s in streams.values():
+                threading.Thread(target=self._discard_and_close, args=(s.pipe,), daemon=True).start()
+        try:
+            self.proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
+    def _read_one(self, streams: dict[int, _Stream], fd: int, poller: select.poll) -> None:
+        stream = streams[fd]
+        chunk = os.read(fd, _CHUNK)
+        room = self.limit - len(stream.data)
+        if len(chunk) > room:
+            stream.data += chunk[:room]
+            stream.overflowed = True
+            self.kill()
+        else:
+            stream.data += chunk
+        if not chunk or stream.overflowed:  # closed: a writer gets EPIPE, never blocks
+            poller.unregister(fd)
+            del streams[fd]
+            stream.pipe.close()
+
+    @staticmethod
+    def _discard_and_close(pipe: IO[bytes]) -> None:
+        try:
+            _discard(pipe.fileno())
+        finally:
+            pipe.close()
 
     def result(self) -> Result:
         stdout, stderr = decode(bytes(self.out.data)), decode(bytes(self.err.data))
@@ -188,7 +334,7 @@ def _open_stdin(stdin: str, heredoc: str) -> int:
 
 
 def _start(argv: tuple[str, ...], stdin: str, heredoc: str,
-           limit: int | None) -> _Process | Result:
+           limit: int | None, threaded: bool = True) -> _Process | Result:
     """Start argv, or the Result a shell would give when it cannot be started.
     `limit` None is OUTPUT_LIMIT, read now (so that tests may lower it)."""
     try:
@@ -196,7 +342,7 @@ def _start(argv: tuple[str, ...], stdin: str, heredoc: str,
     except OSError as exc:  # as bash reports a failed `< PATH`, before running anything
         return Result(argv, 1, "", f"{stdin}: {exc.strerror}\n")
     try:
-        return _Process(argv, fd, OUTPUT_LIMIT if limit is None else limit)
+        return _Process(argv, fd, OUTPUT_LIMIT if limit is None else limit, threaded)
     except FileNotFoundError:
         return Result(argv, 127, "", f"{argv[0]}: command not found\n")
     except PermissionError:
@@ -214,7 +360,7 @@ def run(argv: tuple[str, ...], timeout: float, *, stdin: str = "", heredoc: str 
     output beyond `limit` bytes per stream (default OUTPUT_LIMIT) kills it too (see
     the module docstring).
     """
-    started = _start(argv, stdin, heredoc, limit)
+    started = _start(argv, stdin, heredoc, limit, threaded=False)
     if isinstance(started, Result):
         return started
     try:

@@ -17,6 +17,8 @@ namespaces go with them.
 """
 from __future__ import annotations
 
+import copy
+import importlib
 import io
 import json
 import os
@@ -51,6 +53,9 @@ def _slowdown() -> float:
 SLOWDOWN = _slowdown()
 
 def run_page(page: Page) -> dict[str, Any]:
+    # Snapshots read netlink through pyroute2, whose import takes 0.15 s or more: it is
+    # imported while the first commands run, which mostly wait.
+    threading.Thread(target=importlib.import_module, args=("pyroute2",), daemon=True).start()
     recorded: list[tuple[str, Result]] = []
     steps_out: list[dict[str, Any]] = []
     checks_out: list[dict[str, Any]] = []
@@ -59,18 +64,23 @@ def run_page(page: Page) -> dict[str, Any]:
         present = sorted(os.listdir(snapshot.NETNS_DIR))
         return [n for n in page.nodes if n in present] + [n for n in present if n not in page.nodes]
 
+    state = Snapshots(nodes)
+
     def probe(text: str) -> Result:
         c = cmd(text)
+        state.changed()
         return _execute(page, None, c)
 
     try:
         for step in page.steps:
             _progress(f"{page.name}: {step.id} ({len(step.commands)} commands)")
             taken: list[dict] = []
-            results = run_step(page, step, lambda: taken.append(snapshot.take(nodes()))
+            state.changed()
+            results = run_step(page, step, lambda: taken.append(state.take())
                                if step.snapshot == WHILE_RUNNING else None)
+            state.changed()  # by the background programs the step's end stopped, too
             recorded.extend((step.id, r) for r in results)
-            snap = taken[0] if taken else snapshot.take(nodes()) if step.snapshot else None
+            snap = taken[0] if taken else state.take() if step.snapshot else None
             steps_out.append({
                 "id": step.id,
                 "title": step.title,
@@ -79,7 +89,7 @@ def run_page(page: Page) -> dict[str, Any]:
                 "snapshot": snap,
             })
             for check in (c for c in page.checks if c.after == step.id):
-                ctx = CheckContext(recorded, probe, lambda: snapshot.take(nodes()))
+                ctx = CheckContext(recorded, probe, state.take)
                 passed, error = _decide(check, ctx)
                 entry = {"claim": check.claim, "after": step.id, "passed": passed}
                 if not passed:
@@ -90,6 +100,25 @@ def run_page(page: Page) -> dict[str, Any]:
     finally:
         teardown(nodes())
     return {"page": page.name, "title": page.title, **masks_of(page), "steps": steps_out, "checks": checks_out}
+
+
+class Snapshots:
+    """snapshot.take() of the run's nodes, read again only once something ran: a step's
+    snapshot and the checks after it look at one unchanged state, and each read is a
+    netlink dump of every namespace. Each caller gets a copy of its own."""
+
+    def __init__(self, nodes: Callable[[], list[str]]):
+        self._nodes = nodes
+        self._last: dict[str, Any] | None = None
+
+    def changed(self) -> None:
+        """Something is about to run: the next take() reads the kernel again."""
+        self._last = None
+
+    def take(self) -> dict[str, Any]:
+        if self._last is None:
+            self._last = snapshot.take(self._nodes())
+        return copy.deepcopy(self._last)
 
 
 def _decide(check, ctx: CheckContext) -> tuple[bool, str]:
@@ -126,9 +155,12 @@ def run_step(page: Page, step: Step, at_end: Callable[[], object] = lambda: None
                 _never_printed(page, step, c, c.until, bg.stop(timeout=1))
         at_end()
         # A capture ends within milliseconds of SIGINT, but on a loaded machine it once took
-        # over 2 s: at a step's normal end each gets its command's own time limit.
+        # over 2 s: at a step's normal end each gets its command's own time limit. The
+        # grace runs for all of them at once: each has had it by the time it is stopped.
+        grace_ends = time.monotonic() + EXIT_GRACE * SLOWDOWN
         for i, bg, c in running:
-            results[i] = bg.stop(timeout=limit(c), grace=EXIT_GRACE * SLOWDOWN if c.until else 0.0)
+            grace = max(0.0, grace_ends - time.monotonic()) if c.until else 0.0
+            results[i] = bg.stop(timeout=limit(c), grace=grace)
     finally:
         for i, bg, _c in running:
             results.setdefault(i, bg.stop(timeout=2))
@@ -213,8 +245,8 @@ INTERRUPTS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 def _on_signal(signum: int, _frame) -> None:
-    # pyroute2 forks helpers (to open sockets in a namespace) and stops them with
-    # SIGTERM; a forked copy must die then, not unwind into this run's own code.
+    # pyroute2 can fork helpers (IPRoute(netns=...), which snapshot.take avoids) and stops
+    # them with SIGTERM; a forked copy must die then, not unwind into this run's own code.
     if os.getpid() != MAIN_PID:
         os._exit(128 + signum)
     raise Interrupted(signal.Signals(signum).name)
@@ -295,6 +327,7 @@ def _as_init(work: Callable[[TextIO], int], out: TextIO) -> int:
         status = 1
         try:
             execute.die_with_parent()
+            execute.SEALED = True  # this PID namespace ends with its PID 1, this process's parent
             text = io.StringIO()
             status = work(text)
             with os.fdopen(write_end, "w") as stream:

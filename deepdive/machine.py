@@ -25,8 +25,10 @@ Every mount lives in this run's mount namespace and disappears with it.
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import os
 import socket
+import struct
 
 from deepdive.model import DeepDiveError
 
@@ -117,8 +119,13 @@ def _unescape(field: str) -> str:
     return field.encode().decode("unicode_escape")
 
 
+SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
+IFREQ = "16sH22x"  # struct ifreq: the name, then ifr_flags in a 24-byte union
+
+
 def _loopback_up() -> None:
-    """`ip link set lo up`, without a command: the machine's loopback is up at boot."""
-    from pyroute2 import IPRoute
-    with IPRoute() as ipr:
-        ipr.link("set", index=socket.if_nametoindex("lo"), state="up")
+    """`ip link set lo up`, without a command: the machine's loopback is up at boot.
+    Two ioctls (netdevice(7)), not netlink: pyroute2 takes ~0.15 s to import."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        flags = struct.unpack(IFREQ, fcntl.ioctl(s, SIOCGIFFLAGS, struct.pack(IFREQ, b"lo", 0)))[1]
+        fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack(IFREQ, b"lo", flags | IFF_UP))

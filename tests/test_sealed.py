@@ -53,7 +53,8 @@ page.step("look", "look",
     "touch /etc/machine-was-here /var/lib/machine-was-here /tmp/machine-was-here /run/machine-was-here",
     "start-stop-daemon --start --background --make-pidfile --pidfile /run/sleeper.pid --exec /bin/sleep -- 1000",
     "setsid -f sleep 1001",
-    "ps -e -o pid=,comm=")
+    "ps -e -o pid=,comm=",
+    "python3 -S -c 'import ctypes; v = ctypes.c_int(); ctypes.CDLL(None).prctl(2, ctypes.byref(v)); print(v.value)'")
 @page.check("look", "prints")
 def _(lab):
     print("a check that prints")
@@ -97,6 +98,9 @@ def test_the_lab_host_namespace_looks_like_a_machine(pages):
     # Its own PID namespace: the page's process is PID 1, and the caller's are not seen.
     ps = [line.split() for line in out["ps -e -o pid=,comm="].splitlines()]
     assert ps[0] == ["1", "python"] and len(ps) < 10
+    # So commands need no die-with-parent setting (PR_GET_PDEATHSIG 0): the namespace ends
+    # them, and they start without a preexec_fn, on subprocess's fast path.
+    assert out[next(c for c in out if c.startswith("python3 -S"))] == "0\n"
     # A check that prints does not corrupt the capture; one that calls sys.exit fails.
     assert [(c["claim"], c["passed"]) for c in outcome.capture["checks"]] == [("prints", True), ("exits", False)]
     assert outcome.capture["checks"][1]["error"] == "the check called sys.exit(0)"

@@ -134,3 +134,14 @@ def test_the_step_records_how_each_background_command_ended(command, ended):
     assert (result.rc, result.ended, true.ended) == (0, ended, "")
     assert inlab._background_json(command) == {"background": True, "ready": "listening"}
     assert inlab._background_json(cmd("true")) == {}
+
+
+def test_captures_that_never_exit_by_themselves_share_one_grace():
+    """Each is given EXIT_GRACE to exit after its last line; not one after another."""
+    page = Page(name="grace", title="Grace")
+    step = page.step("run", "Eight captures that run until stopped",
+                     *(cmd(LATE, background=True, ready="listening", until="last frame") for _ in range(8)))
+    stopping: list[float] = []
+    results = inlab.run_step(page, step, lambda: stopping.append(time.monotonic()))
+    assert [r.ended for r in results] == ["SIGINT"] * 8
+    assert time.monotonic() - stopping[0] < 5 * inlab.EXIT_GRACE  # not 8 graces
