@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -95,3 +96,12 @@ def page_masks(name: str):
     from deepdive import registry
     from deepdive.masking import compile_masks
     return compile_masks(registry.load(name).masks)
+
+
+@pytest.fixture
+def sigint_restored():
+    """A test that runs a task's wrapper changes this process's SIGINT handler, as the task
+    would (tasks.one_line_errors); later tests get the handler back."""
+    before = signal.getsignal(signal.SIGINT)
+    yield
+    signal.signal(signal.SIGINT, before)

@@ -271,13 +271,6 @@ def test_lab_run_on_a_full_disk_is_one_line_and_changes_nothing(tmp_path, host_l
     assert after == _sha256s(docs)
 
 
-@pytest.fixture
-def sigint_restored():
-    before = signal.getsignal(signal.SIGINT)
-    yield
-    signal.signal(signal.SIGINT, before)
-
-
 def test_a_task_handles_ctrl_c_itself_and_then_lets_its_status_stand(sigint_restored):
     """Until a task runs, Ctrl-C ends the process at once; in it, KeyboardInterrupt
     becomes the task's one line and status 130; after it, Ctrl-C changes nothing."""

@@ -106,7 +106,7 @@ def test_lab_check_prints_drift_without_control_sequences_and_notes_the_kernel(m
     assert "    -veth0 up" in lines and "    +veth0 down" in lines
 
 
-def test_error_lines_of_the_tasks_carry_no_control_sequences():
+def test_error_lines_of_the_tasks_carry_no_control_sequences(sigint_restored):
     from invoke import Exit
 
     import tasks
