@@ -159,7 +159,7 @@ def run_step(page: Page, step: Step, at_end: Callable[[], object] = lambda: None
         # grace runs for all of them at once: each has had it by the time it is stopped.
         grace_ends = time.monotonic() + EXIT_GRACE * SLOWDOWN
         for i, bg, c in running:
-            grace = max(0.0, grace_ends - time.monotonic()) if c.until else 0.0
+            grace = max(0.0, grace_ends - time.monotonic()) if c.until and not c.endless else 0.0
             results[i] = bg.stop(timeout=limit(c), grace=grace)
     finally:
         for i, bg, _c in running:
@@ -171,7 +171,7 @@ def run_step(page: Page, step: Step, at_end: Callable[[], object] = lambda: None
 
 # Seconds a background command that printed its `until` text is given to exit by itself
 # before SIGINT (see execute.Background.stop): `tcpdump -c N` exits a few milliseconds after
-# printing its count, one without -c never does and costs this much more.
+# printing its count. One declared `endless` (without -c) is not given it.
 EXIT_GRACE = 0.5
 
 

@@ -94,9 +94,14 @@ class Cmd:
     # asked, in the background (`ip link show` "state UP": a link's carrier is acted on
     # by the kernel's link watcher, and until then the link drops what is sent on it).
     # The command is run again until it shows that text, and its last run is recorded.
+    # `endless`: a background command that never ends by itself (a capture without -c,
+    # `conntrack -E`) is stopped at once at the step's end; any other is first given
+    # inlab.EXIT_GRACE to end by itself, as `tcpdump -c N` does, so that how it ended
+    # does not depend on which came first, its exit or the SIGINT.
     background: bool = False
     ready: str = ""
     until: str = ""
+    endless: bool = False
     stdin: str = ""
     heredoc: str = ""
 
@@ -125,19 +130,22 @@ HEREDOC_END = "EOF"
 
 def cmd(command: str, *, rc: int = 0, timeout: float = DEFAULT_TIMEOUT,
         background: bool = False, ready: str = "", until: str = "", stdin: str = "",
-        heredoc: str = "") -> Cmd:
+        heredoc: str = "", endless: bool = False) -> Cmd:
     """Declare a command from the text a reader would type; split like a shell would.
 
     stdin: absolute path of a file to read standard input from (`cmd("nft -f -",
       stdin="/etc/nftables/kube.nft")`); heredoc: text to read instead, shown as a
       here-document (`cmd("iptables-restore", heredoc=rules)`). Not with background.
     ready, until: text to wait for (see Cmd); ready only with background.
+    endless: it never ends by itself, so the step's end stops it at once (see Cmd).
     Raises SnippetError at the caller's file:line for shell syntax, a bad timeout, an
     exit status outside 0-255, or a stdin/heredoc that bash would read differently.
     """
     where = _caller_location()
     if ready and not background:
         raise SnippetError(f"{where}: ready= only applies to background commands")
+    if endless and not background:
+        raise SnippetError(f"{where}: endless= only applies to background commands")
     try:
         argv = tuple(shlex.split(command))
         # Split again with shell operators as tokens of their own, so that `a;b` or
@@ -160,7 +168,7 @@ def cmd(command: str, *, rc: int = 0, timeout: float = DEFAULT_TIMEOUT,
         raise SnippetError(f"{where}: rc must be an exit status from 0 to 255, got {rc!r}")
     _check_input(where, stdin, heredoc, background)
     return Cmd(argv=argv, rc=rc, timeout=timeout, where=where, background=background, ready=ready,
-               until=until, stdin=stdin, heredoc=heredoc)
+               until=until, stdin=stdin, heredoc=heredoc, endless=endless)
 
 
 def write_file(path: str, content: str, *, timeout: float = DEFAULT_TIMEOUT) -> Cmd:

@@ -74,13 +74,15 @@ page.step(
     "ping", "ns1 pings ns2 while ns3 listens",
     # Each capture ends once it has printed the frame its step expects (`until`): stopped
     # earlier, tcpdump drops the frames it has not printed yet.
-    cmd(CAPTURE, background=True, ready="listening on", until="Request who-has 10.0.0.2 tell 10.0.0.1"),
+    cmd(CAPTURE, background=True, ready="listening on", until="Request who-has 10.0.0.2 tell 10.0.0.1",
+        endless=True),
     "ip netns exec ns1 ping -c 3 -i 0.2 -W 1 10.0.0.2",
 )
 page.step(
     "flood", "A frame for a MAC address nobody has",
     "ip -n ns1 neigh add 10.0.0.99 lladdr 02:00:00:00:09:09 dev eth0",
-    cmd(CAPTURE, background=True, ready="listening on", until="10.0.0.1 > 10.0.0.99: ICMP echo request"),
+    cmd(CAPTURE, background=True, ready="listening on", until="10.0.0.1 > 10.0.0.99: ICMP echo request",
+        endless=True),
     cmd("ip netns exec ns1 ping -c 1 -W 0.2 10.0.0.99", rc=1),
 )
 page.step(

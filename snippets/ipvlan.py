@@ -28,7 +28,7 @@ def capture(*hosts: str, until: str) -> Cmd:
     each frame with its MAC addresses."""
     expression = " and ".join(f"host {h}" for h in hosts)
     return cmd(f"ip netns exec peer tcpdump -i eth0 --immediate-mode -n -e -t -l {expression}",
-               background=True, ready="listening on", until=until)
+               background=True, ready="listening on", until=until, endless=True)
 
 
 page.step(

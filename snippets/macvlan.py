@@ -63,14 +63,14 @@ page.step(
 )
 page.step(
     "between", "ns1 pings ns2 while the LAN listens",
-    cmd(CAPTURE, background=True, ready="listening on", until="Request who-has 10.0.0.2 tell 10.0.0.1"),
+    cmd(CAPTURE, background=True, ready="listening on", until="Request who-has 10.0.0.2 tell 10.0.0.1", endless=True),
     "ip netns exec ns1 ping -c 1 -W 1 10.0.0.2",
 )
 page.step(
     "outside", "Each container, and node itself, pings the LAN",
     # The last frame: the LAN's echo reply to node's eth0.
     cmd(CAPTURE, background=True, ready="listening on",
-        until="02:00:00:00:00:02 > 02:00:00:00:00:01, ethertype IPv4"),
+        until="02:00:00:00:00:02 > 02:00:00:00:00:01, ethertype IPv4", endless=True),
     "ip netns exec ns1 ping -c 1 -W 1 10.0.0.100",
     "ip netns exec ns2 ping -c 1 -W 1 10.0.0.100",
     "ip netns exec node ping -c 1 -W 1 10.0.0.100",
@@ -79,7 +79,8 @@ page.step(
 # capture below ends long before the first retry, and no later step captures on the LAN.
 page.step(
     "parent", "node pings its own child",
-    cmd(CAPTURE, background=True, ready="listening on", until="Request who-has 10.0.0.1 tell 10.0.0.10"),
+    cmd(CAPTURE, background=True, ready="listening on", until="Request who-has 10.0.0.1 tell 10.0.0.10",
+        endless=True),
     cmd("ip netns exec node ping -c 1 -W 0.3 10.0.0.1", rc=1),
 )
 page.step(

@@ -117,7 +117,7 @@ page.step(
     "capture", "One connection, on every hop, and in conntrack",
     # conntrack -E prints nothing once it listens: it starts first, and the rest of the
     # step's start-up gives it time.
-    cmd("conntrack -E -p tcp", background=True, until="[DESTROY]"),
+    cmd("conntrack -E -p tcp", background=True, until="[DESTROY]", endless=True),
     # As for the first connection to a pod in a while: the node must look up its MAC.
     "ip neigh flush dev cni0",
     cmd(CLIENT_CAPTURE, background=True, ready="listening on", until="2 packets captured"),

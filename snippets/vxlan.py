@@ -75,8 +75,8 @@ page.step(
 page.step(
     "mtu", "The largest packet that fits, and one byte more",
     # No count here: the capture must be able to show a frame that should not be there.
-    cmd(CAPTURE.format(count=""), background=True, ready="listening on", until="ICMP echo reply"),
-    cmd(ARRIVED, background=True, ready="listening on", until="ICMP echo request"),
+    cmd(CAPTURE.format(count=""), background=True, ready="listening on", until="ICMP echo reply", endless=True),
+    cmd(ARRIVED, background=True, ready="listening on", until="ICMP echo request", endless=True),
     "ip netns exec server1 ping -c 1 -W 1 -M do -s 1422 10.0.0.2",
     cmd("ip netns exec server1 ping -c 1 -W 0.5 -M do -s 1423 10.0.0.2", rc=1),
 )
@@ -97,9 +97,9 @@ page.step(
         f"ip -n server{n} link set vx2 up",
     )],
     cmd("ip netns exec server1 tcpdump -i eth0 -n -e -v -t -l --immediate-mode ip",
-        background=True, ready="listening on", until="192.168.0.2 > 192.168.0.1: ip-proto-17"),
+        background=True, ready="listening on", until="192.168.0.2 > 192.168.0.1: ip-proto-17", endless=True),
     cmd("ip netns exec server2 tcpdump -i vx2 -n -v -t -l --immediate-mode 'icmp[icmptype] == icmp-echo'",
-        background=True, ready="listening on", until="ICMP echo request"),
+        background=True, ready="listening on", until="ICMP echo request", endless=True),
     "ip netns exec server1 ping -c 1 -W 1 -M do -s 1472 10.0.2.2",
     "ip -n server1 route get 10.0.2.2",
     cmd("ip netns exec server1 ping -c 1 -W 0.5 -M do -s 1472 10.0.2.2", rc=1),

@@ -21,7 +21,7 @@ import pytest
 
 from deepdive import inlab
 from deepdive.execute import Background
-from deepdive.model import Page, cmd
+from deepdive.model import Page, SnippetError, cmd
 
 PY = shlex.join((sys.executable, "-S", "-c"))
 # Prints its last line only after a while, as a capture under load does, and listens on;
@@ -145,3 +145,24 @@ def test_captures_that_never_exit_by_themselves_share_one_grace():
     results = inlab.run_step(page, step, lambda: stopping.append(time.monotonic()))
     assert [r.ended for r in results] == ["SIGINT"] * 8
     assert time.monotonic() - stopping[0] < 5 * inlab.EXIT_GRACE  # not 8 graces
+
+
+def test_an_endless_capture_is_stopped_at_once():
+    """Declared endless (a capture without -c), it is not given EXIT_GRACE: the step's end
+    stops it at once, and it is recorded as stopped, as without the declaration."""
+    page = Page(name="endless", title="Endless")
+    timings: dict[bool, float] = {}
+    for endless in (False, True):
+        step = page.step(f"run-{int(endless)}", "A capture that runs until stopped",
+                         cmd(LATE, background=True, ready="listening", until="last frame", endless=endless))
+        stopping: list[float] = []
+        [result] = inlab.run_step(page, step, lambda: stopping.append(time.monotonic()))
+        timings[endless] = time.monotonic() - stopping[0]
+        assert result.ended == "SIGINT"
+    assert timings[False] >= inlab.EXIT_GRACE
+    assert timings[True] < inlab.EXIT_GRACE / 2, timings
+
+
+def test_endless_is_refused_in_the_foreground():
+    with pytest.raises(SnippetError, match="endless= only applies to background commands"):
+        cmd("true", endless=True)
