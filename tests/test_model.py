@@ -520,3 +520,33 @@ def test_a_snapshot_is_taken_after_the_step_or_while_it_runs_and_nothing_else() 
     assert page.step("b", "B", "true", snapshot=True).snapshot is True
     with pytest.raises(SnippetError, match="snapshot must be True, False or WHILE_RUNNING, not 'running'"):
         page.step("c", "C", "true", snapshot="running")
+
+
+def test_plain_commands_split_as_shlex_splits_them():
+    """model.split's shortcut for plain words gives what shlex gives, for every command of
+    every page and for strings made of the characters it must send to shlex."""
+    import random
+    import shlex
+
+    from deepdive import model, registry
+
+    def slow(command: str) -> tuple[tuple[str, ...], list[str]]:
+        lexer = shlex.shlex(command, posix=True, punctuation_chars=model.SHELL_OPERATORS)
+        lexer.whitespace_split = True
+        return tuple(shlex.split(command)), list(lexer)
+
+    commands = [shlex.join(c.argv) for p in registry.load_all() for s in p.steps for c in s.commands]
+    rng = random.Random(0)
+    alphabet = "ab -=/.:" + "".join(model._NOT_PLAIN)
+    commands += ["".join(rng.choice(alphabet) for _ in range(rng.randrange(1, 12))) for _ in range(3000)]
+    plain = 0
+    for command in commands:
+        try:
+            expected = slow(command)
+        except ValueError:
+            with pytest.raises(ValueError):
+                model.split(command)
+            continue
+        assert model.split(command) == expected, command
+        plain += model._NOT_PLAIN.isdisjoint(command)
+    assert plain > 500  # the shortcut was taken, not only shlex
