@@ -11,6 +11,7 @@ chooses; the section says which and why.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import subprocess
@@ -22,7 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from deepdive import cli, registry, vmlab  # noqa: E402
+from deepdive import capture, cli, registry, vmlab  # noqa: E402
+from deepdive.masking import drift  # noqa: E402
 from deepdive.model import DeepDiveError, Page  # noqa: E402
 
 TARGET = 60.0  # seconds, every vm page in one boot under TCG
@@ -42,9 +44,10 @@ def bare_boot(kernel: Path, mode: str) -> float:
 
 
 def one_boot(pages: list[Page]) -> dict[str, float]:
-    """{"total": s, "up": s to the guest's first line, page: s each} of one boot."""
+    """{"total": s, "up": s to the guest's first line, page: s each, "matching": how many
+    pages' captures match the committed ones, volatile fields masked} of one boot."""
     started = time.perf_counter()
-    times: dict[str, float] = {}
+    times: dict[str, float] = {"matching": 0}
 
     def progress(line: str) -> None:
         if line == "the VM is up":
@@ -52,6 +55,7 @@ def one_boot(pages: list[Page]) -> dict[str, float]:
 
     for outcome in vmlab.run_pages(pages, progress):
         times[outcome.page] = outcome.seconds
+        times["matching"] += not drift(capture.load(outcome.page), outcome.capture)
     times["total"] = time.perf_counter() - started
     return times
 
@@ -80,7 +84,8 @@ def section(repeat: int) -> str:
         "## vm lab",
         "",
         f"{len(pages)} pages ({', '.join(p.name for p in pages)}) on {kernel.name}, "
-        f"{mode.upper()} ({why}), {vmlab.vcpus()} vCPUs, pages {vmlab.vcpus()} at a time; "
+        f"{mode.upper()} ({why}), {vmlab.vcpus()} vCPUs, pages "
+        f"{os.environ.get('DEEPDIVE_VM_JOBS') or vmlab.vcpus()} at a time; "
         f"host Linux {platform.release()}.",
         "",
         "| what | median | min-max | target | ratio |",
@@ -89,6 +94,9 @@ def section(repeat: int) -> str:
         row("all vm pages, one boot", total, TARGET if mode == "tcg" else None),
         row("- boot to the guest's first line", [r["up"] for r in rounds]),
         *(row(f"- page {p.name} (in parallel)", [r[p.name] for r in rounds]) for p in pages),
+        "",
+        "Captures matching the committed ones (volatile fields masked), per round: "
+        + ", ".join(f"{r['matching']:.0f}/{len(pages)}" for r in rounds) + ".",
         "",
         f"{repeat} rounds, each a bare boot then the pages' boot (interleaved), wall time "
         "from this process; a page's time runs from its fork in the guest to its capture. "
