@@ -151,3 +151,14 @@ def test_the_longest_page_goes_first_and_the_boot_fits_the_host(monkeypatch, tmp
     # the guest's probe answers outlive the boot, in this machine's cache directory
     assert [argv[i + 1] for i, a in enumerate(argv) if a == "--rwdir"] == ["/tmp/out", str(tmp_path / "deepdive")]
     assert f"XDG_CACHE_HOME={tmp_path}" in argv
+
+
+def test_the_guest_finds_the_bytecode_of_the_lab_and_its_pages(monkeypatch, tmp_path):
+    """The guest cannot write bytecode into the checkout: it is written here first."""
+    import importlib.util
+    write_page(tmp_path, "fresh", "true")
+    monkeypatch.setattr(vmlab.registry, "SNIPPETS", tmp_path)
+    vmlab.compile_for_guest()
+    for source in [tmp_path / "fresh.py", *(ROOT / "deepdive").glob("*.py")]:
+        cached = Path(importlib.util.cache_from_source(str(source)))
+        assert cached.exists() and cached.stat().st_mtime >= source.stat().st_mtime, source
