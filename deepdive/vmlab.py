@@ -242,7 +242,8 @@ def longest_first(pages: list[Page]) -> list[Page]:
 def _follow(proc: subprocess.Popen, mode: str, names: list[str],
             progress: Callable[[str], None]) -> Iterator[tuple[str, list[str]]]:
     """Relay the guest's progress; yield (page, the guest's error lines so far) as each
-    page ends, then those the guest never finished; enforce the boot and page limits."""
+    page ends, then those the guest never finished; enforce the boot and page limits.
+    Returns once every page has ended, without waiting for the guest to power off."""
     assert proc.stderr is not None
     lines: list[str] = []
     done: queue.Queue[str] = queue.Queue()
@@ -282,6 +283,8 @@ def _follow(proc: subprocess.Popen, mode: str, names: list[str],
         if name in left:
             left.remove(name)
             yield name, errors()
+        if not left:  # every capture is in: the guest's own shutdown is not waited for
+            return
     thread.join(timeout=5)
     while not done.empty():  # said just before the guest ended
         name = done.get()

@@ -162,3 +162,13 @@ def test_the_guest_finds_the_bytecode_of_the_lab_and_its_pages(monkeypatch, tmp_
     for source in [tmp_path / "fresh.py", *(ROOT / "deepdive").glob("*.py")]:
         cached = Path(importlib.util.cache_from_source(str(source)))
         assert cached.exists() and cached.stat().st_mtime >= source.stat().st_mtime, source
+
+
+def test_once_every_page_is_in_the_vm_is_stopped_without_waiting_for_it(fake_vm, monkeypatch):
+    """The guest's shutdown takes seconds under emulation: nothing is left to wait for."""
+    monkeypatch.setattr(vmlab, "boot_argv", lambda kernel, mode, out, pages: [
+        sys.executable, "-c", FAKE_GUEST + "time.sleep(60)\n", out, "0"])
+    started = time.monotonic()
+    with pytest.raises(DeepDiveError):
+        list(vmlab.run_pages(PAGES, lambda line: None))
+    assert time.monotonic() - started < 10 and len(fake_vm.stopped) == 1
