@@ -192,9 +192,9 @@ def boot_argv(kernel: Path, mode: str, out: str, pages: list[Page]) -> list[str]
 
     One vCPU per host CPU: each is a host thread under TCG too (qemu's multi-threaded
     TCG, its default for an x86 guest on an x86 host), and the guest runs that many
-    pages at once. mitigations=off: the throwaway guest runs only the lab, and its
-    kernel's speculation defences (retpolines, return stack filling) only cost time
-    under emulation."""
+    pages at once. mitigations=off: the throwaway guest runs only the lab, so its
+    kernel's speculation defences (retpolines, return stack filling, which it turns on
+    for qemu's emulated CPU) only cost time."""
     cpus = vcpus()
     guest_env = [f"DEEPDIVE_VM_JOBS={os.environ.get('DEEPDIVE_VM_JOBS') or cpus}",
                  *([f"DEEPDIVE_SLOWDOWN={TCG_SLOWDOWN:g}"] if mode == "tcg" else [])]
