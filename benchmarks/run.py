@@ -1,15 +1,15 @@
 """Median wall times of the labs and of a full site build.
 
-    .venv/bin/python benchmarks/run.py [--repeat 5] [--vm-repeat 1] [--no-vm] [--page NAME ...]
+    .venv/bin/python benchmarks/run.py [--repeat 5] [--page NAME ...]
 
 Each measurement is a fresh `python -m invoke ...` process, so interpreter start and
 imports are included, as a user would see them. These machines are noisy: medians and
 the ratio to the target are reported, not single runs.
 
 - host lab: `lab.run --page X` for every page this kernel can run;
-- site: `site.build` into a temporary directory;
-- vm lab: a bare boot (`vng -- true`, KVM or TCG as the lab would choose), every vm
-  page in one boot (`lab.run --all --lab vm` restricted to them), and one boot per page.
+- site: `site.build` into a temporary directory.
+
+The vm lab has benchmarks/vm.py.
 
 lab.run rewrites nothing when a page is unchanged; the script says if it did.
 """
@@ -27,18 +27,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from deepdive import cli, registry, vmlab  # noqa: E402
+from deepdive import cli, registry  # noqa: E402
 from deepdive.capture import CAPTURES  # noqa: E402
 from deepdive.model import DeepDiveError  # noqa: E402
 
 INVOKE = [sys.executable, "-m", "invoke"]
-TARGETS = {"host page": 2.0, "site.build": 10.0, "vm pages, one boot": 90.0}
+TARGETS = {"host page": 2.0, "site.build": 10.0}
 
 
 def timed(argv: list[str]) -> float:
     started = time.perf_counter()
-    res = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True,
-                         env=vmlab._env() if argv[0].endswith("vng") else None)
+    res = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
     elapsed = time.perf_counter() - started
     if res.returncode != 0:
         sys.exit(f"error: {' '.join(argv)} failed: {res.stderr.strip().splitlines()[-1:]}")
@@ -61,8 +60,6 @@ def summarize(label: str, times: list[float], target: float | None = None) -> fl
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5, help="runs per host-lab measurement")
-    parser.add_argument("--vm-repeat", type=int, default=1, help="runs per vm-lab measurement")
-    parser.add_argument("--no-vm", action="store_true", help="skip the vm lab")
     parser.add_argument("--page", action="append", default=[], metavar="NAME",
                         help="only this page (repeat for several); default: every page")
     args = parser.parse_args()
@@ -70,37 +67,17 @@ def main() -> None:
         pages = [registry.load(n) for n in args.page] if args.page else registry.load_all()
     except DeepDiveError as exc:
         parser.exit(2, f"{parser.prog}: {exc}\n")
-    host, vm = cli.choose(pages, "auto")
+    host, _vm = cli.choose(pages, "auto")
     print(f"Linux {platform.release()}, Python {platform.python_version()}; "
-          f"median of {args.repeat} (host) / {args.vm_repeat} (vm) runs, with min-max")
+          f"median of {args.repeat} runs, with min-max")
     print(f"{'what':34} {'median':>8} {'range':>16} {'target':>8} {'ratio':>6}")
     before = {p: p.read_bytes() for p in CAPTURES.glob("*.json")}
     for p in host:
         report(f"host lab: {p.name}", [*INVOKE, "lab.run", "--page", p.name], args.repeat, TARGETS["host page"])
     with tempfile.TemporaryDirectory() as out:
         report("site.build", [*INVOKE, "site.build", "--dir", out], args.repeat, TARGETS["site.build"])
-    if vm and not args.no_vm:
-        kernel = vmlab.preflight()
-        mode, why = vmlab.accel(kernel, print)
-        print(f"vm lab: {kernel.name}, {mode} ({why})")
-        boot = report(f"vm boot ({mode}), vng -- true",
-                      [*vmlab.vng(), "-r", str(kernel), *(["--disable-kvm"] if mode == "tcg" else []),
-                       "--", "true"], args.vm_repeat)
-        one = report(f"vm pages ({len(vm)}), one boot", [sys.executable, "-c", _run_together(vm)],
-                     args.vm_repeat, TARGETS["vm pages, one boot"])
-        each = sum(report(f"vm page {p.name}, its own boot", [*INVOKE, "lab.run", "--page", p.name, "--lab", "vm"],
-                          args.vm_repeat) for p in vm)
-        print(f"one boot per page: {each:.1f} s in all, {each / one:.2f}x one boot for all; "
-              f"a bare boot is {boot:.1f} s")
     rewritten = [p.name for p, data in before.items() if p.read_bytes() != data]
     print("captures rewritten by the repeated runs: " + (", ".join(rewritten) or "none"))
-
-
-def _run_together(vm_pages) -> str:
-    """A one-liner that runs exactly these pages in one vm boot and publishes them."""
-    names = [p.name for p in vm_pages]
-    return (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from deepdive import lab, registry, vmlab; "
-            f"[lab.publish(o) for o in vmlab.run_pages([registry.load(n) for n in {names!r}], lambda l: None)]")
 
 
 if __name__ == "__main__":

@@ -75,8 +75,7 @@ def outcomes(pages: list[Page], lab_name: str) -> Iterator[lab.Outcome]:
                     status.update(f"[bold]vm lab[/] ({names}): {line}")
                     if line.startswith("booting") or line == "the VM is up":
                         console.print(sanitize_for_terminal(f"vm lab: {line}"), markup=False)
-                results = vmlab.run_pages(vm, progress)
-            yield from results
+                yield from vmlab.run_pages(vm, progress)
 
 
 @contextmanager

@@ -5,30 +5,63 @@
 Each page runs as on the host, as PID 1 of fresh PID, network and mount namespaces,
 but entered differently: this process imports the lab's code (pyroute2 above all)
 once, then forks a child per page that calls unshare(2) itself and forks the page's
-PID 1. Under
-software emulation, importing pyroute2 over the guest's shared file system takes
-seconds; paying that once per boot rather than once per page is what keeps a boot
-with several pages short. (The guest runs as root, so no user namespace is needed.)
+PID 1. Under software emulation, importing pyroute2 over the guest's shared file
+system takes seconds; paying that once per boot rather than once per page is what
+keeps a boot with several pages short. (The guest runs as root, so no user namespace
+is needed.) Pages are sealed from each other as on the host, so several run at once,
+one per vCPU: much of a page's time is spent waiting (ping intervals, neighbour
+timers), and the one boot's wall time approaches that of its longest page.
 
-Progress goes to stderr as "progress: ..." lines, which the host relays; each page
-leaves OUT/PAGE.json, or OUT/PAGE.error with the one line that explains the failure.
+Progress goes to stderr as "progress: ..." lines, which the host relays, and
+PAGE_DONE + name as each page ends; each page leaves OUT/PAGE.json, or OUT/PAGE.error
+with the one line that explains the failure.
 """
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 import io
 import json
 import os
+import select
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-
-import pyroute2  # noqa: F401  imported here, once, for every page's child to inherit
 
 from deepdive import inlab, lab, registry
 from deepdive.execute import die_with_parent
 from deepdive.model import DeepDiveError
-from deepdive.vmlab import GUEST_READY
+from deepdive.vmlab import GUEST_READY, PAGE_DONE
+
+def import_iproute() -> None:
+    """Import pyroute2's IPRoute, once, for every page's child to inherit; `from pyroute2
+    import IPRoute` then finds it.
+
+    pyroute2's own __init__ imports every part of the library (NDB, IPDB, conntrack,
+    IPVS, nl80211, ...): importing it took 34 s of a loaded guest's start under
+    emulation, IPRoute alone 27 s. So the package is registered without running its __init__; that runs
+    only if something asks the package for a name that is neither IPRoute nor a module."""
+    spec = importlib.util.find_spec("pyroute2")
+    assert spec is not None and spec.loader is not None
+    package = importlib.util.module_from_spec(spec)
+    loader = spec.loader
+
+    def attribute(name: str) -> object:  # PEP 562: asked for a name the package lacks
+        try:
+            return importlib.import_module(f"pyroute2.{name}")  # `from pyroute2 import config`
+        except ModuleNotFoundError as exc:
+            if exc.name != f"pyroute2.{name}":
+                raise
+        del package.__getattr__  # type: ignore[attr-defined]
+        loader.exec_module(package)  # the whole library, as `import pyroute2` has it
+        return getattr(package, name)
+
+    package.__getattr__ = attribute  # type: ignore[attr-defined]
+    sys.modules["pyroute2"] = package
+    from pyroute2.iproute.linux import IPRoute
+    package.IPRoute = IPRoute  # type: ignore[attr-defined]
+
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWNET = 0x40000000
@@ -67,10 +100,21 @@ def _page_init(name: str, write_end: int) -> None:
         os._exit(status)
 
 
-def run_page(name: str, out: Path) -> None:
-    """Fork a child that enters fresh namespaces and forks the page's PID 1 there; leave
-    OUT/NAME.json or OUT/NAME.error. When PID 1 ends, the kernel ends the rest of the
-    page's processes."""
+@dataclass
+class Running:
+    """A page running in its own namespaces: its first child's pid, and the read end of
+    the pipe its outcome comes back through (read as it arrives, so a large capture never
+    blocks the page on a full pipe)."""
+    name: str
+    pid: int
+    fd: int
+    started: float
+    received: bytearray = field(default_factory=bytearray)
+
+
+def start_page(name: str) -> Running:
+    """Fork a child that enters fresh namespaces and forks the page's PID 1 there. When
+    PID 1 ends, the kernel ends the rest of the page's processes."""
     lab.preflight(registry.load(name))  # tools and kernel features, as on the host
     started = time.monotonic()
     read_end, write_end = os.pipe()
@@ -91,38 +135,72 @@ def run_page(name: str, out: Path) -> None:
         finally:
             os._exit(max(status, 0))
     os.close(write_end)
-    with os.fdopen(read_end) as stream:
-        data = stream.read()
-    os.waitpid(pid, 0)
+    return Running(name, pid, read_end, started)
+
+
+def finish_page(page: Running, out: Path) -> None:
+    """Reap a page whose pipe has closed; leave OUT/NAME.json or OUT/NAME.error."""
+    os.close(page.fd)
+    os.waitpid(page.pid, 0)
     try:
-        envelope = json.loads(data)
+        envelope = json.loads(page.received)
     except ValueError:
-        envelope = {"error": f"page {name} ended without a result"}
+        envelope = {"error": f"page {page.name} ended without a result"}
     if "capture" not in envelope:
-        (out / f"{name}.error").write_text(envelope["error"] + "\n")
+        (out / f"{page.name}.error").write_text(envelope["error"] + "\n")
         return
-    result = envelope["capture"]
-    capture = lab.with_meta(result, lab="vm")
-    (out / f"{name}.json").write_text(json.dumps({"capture": capture,
-                                                  "seconds": time.monotonic() - started}))
+    capture = lab.with_meta(envelope["capture"], lab="vm")
+    (out / f"{page.name}.json").write_text(json.dumps({"capture": capture,
+                                                       "seconds": time.monotonic() - page.started}))
+
+
+def _refused(name: str, out: Path, exc: DeepDiveError) -> None:
+    if isinstance(exc, lab.MissingFeature):
+        message = (f"page {name} needs {exc.needed}, which neither this machine's kernel nor "
+                   f"the vm lab's ({exc.kernel}) provides")
+    else:
+        message = str(exc)
+    (out / f"{name}.error").write_text(message + "\n")
+
+
+def jobs() -> int:
+    """Pages run at once: one per vCPU (every program a page starts keeps a vCPU busy
+    under emulation), or $DEEPDIVE_VM_JOBS."""
+    try:
+        return max(1, int(os.environ.get("DEEPDIVE_VM_JOBS") or os.cpu_count() or 1))
+    except ValueError:
+        return 1
 
 
 def main(argv: list[str]) -> int:
+    """Run the pages, up to jobs() at once, each in namespaces of its own; say
+    PAGE_DONE + name as each one ends. 0 if every page left a capture, else 1."""
     out, names = Path(argv[0]), argv[1:]
+    import_iproute()
     say(GUEST_READY)
-    status = 0
-    for name in names:
-        try:
-            run_page(name, out)
-        except lab.MissingFeature as exc:
-            (out / f"{name}.error").write_text(
-                f"page {name} needs {exc.needed}, which neither this machine's kernel nor "
-                f"the vm lab's ({exc.kernel}) provides\n")
-        except DeepDiveError as exc:
-            (out / f"{name}.error").write_text(f"{exc}\n")
-        if not (out / f"{name}.json").exists():
-            status = 1
-    return status
+    pending, running = list(names), {}
+    while pending or running:
+        while pending and len(running) < jobs():
+            name = pending.pop(0)
+            try:
+                page = start_page(name)
+            except DeepDiveError as exc:
+                _refused(name, out, exc)
+                say(PAGE_DONE + name)
+                continue
+            running[page.fd] = page
+        if not running:
+            continue
+        readable, _, _ = select.select(list(running), [], [])
+        for fd in readable:
+            chunk = os.read(fd, 1 << 16)
+            if chunk:
+                running[fd].received += chunk
+                continue
+            page = running.pop(fd)
+            finish_page(page, out)
+            say(PAGE_DONE + page.name)
+    return 0 if all((out / f"{n}.json").exists() for n in names) else 1
 
 
 if __name__ == "__main__":

@@ -17,9 +17,11 @@ kernel, and the VM runs under software emulation (TCG) instead.
 """
 from __future__ import annotations
 
+import compileall
 import json
 import os
 import platform
+import queue
 import shutil
 import signal
 import subprocess
@@ -28,9 +30,10 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
-from deepdive import features, runs
+from deepdive import capture as captures
+from deepdive import features, registry, runs
 from deepdive.capture import ROOT
 from deepdive.execute import die_with_parent
 from deepdive.lab import Outcome
@@ -44,6 +47,7 @@ PAGE_TIMEOUT = {"kvm": 60.0, "tcg": 360.0}
 # host, 2-16 s here): each command's own time limit is multiplied by this in the guest.
 TCG_SLOWDOWN = 8
 GUEST_READY = "guest: up"
+PAGE_DONE = "guest: done "  # + the page's name
 
 
 def kernel_image() -> Path:
@@ -143,8 +147,12 @@ class BootCrashed(DeepDiveError):
     """The VM (qemu or vng) exited before the guest reported that it was up."""
 
 
-def run_pages(pages: list[Page], progress: Callable[[str], None]) -> list[Outcome]:
-    """Boot once and run every page inside; return their outcomes in order."""
+def run_pages(pages: list[Page], progress: Callable[[str], None]) -> Iterator[Outcome]:
+    """Boot once and run every page inside, several at once; yield each page's outcome
+    as it ends. A page that left no capture does not stop the others: once they have
+    all been yielded, one DeepDiveError names every page that failed, a line each.
+    However the run ends (an error, an interrupt, the caller closing the iterator), the
+    VM is stopped."""
     kernel = preflight()
     mode, why = accel(kernel, progress)
     if mode == "tcg":
@@ -152,37 +160,93 @@ def run_pages(pages: list[Page], progress: Callable[[str], None]) -> list[Outcom
     else:
         progress(f"booting {kernel.name} with KVM")
     runs.clean_vm_dirs()
+    compile_for_guest()
     run_id = runs.new_id("vm")
     for attempt in (1, 2):
         with tempfile.TemporaryDirectory(prefix=f"{runs.VM_DIR_PREFIX}{run_id}.") as out:
-            argv = [*vng(), "-r", str(kernel), "--rwdir", out, "--cpus", "2", "--memory", "1G",
-                    *(["--disable-kvm"] if mode == "tcg" else []), "--",
-                    *(["env", f"DEEPDIVE_SLOWDOWN={TCG_SLOWDOWN:g}"] if mode == "tcg" else []),
-                    sys.executable, "-m", "deepdive.vmguest", out, *[p.name for p in pages]]
             started = time.monotonic()
-            proc = _start(argv, run_id, tmp=out, stdout=subprocess.DEVNULL)
+            proc = _start(boot_argv(kernel, mode, out, pages), run_id, tmp=out, stdout=subprocess.DEVNULL)
+            failures: list[str] = []
             try:
-                errors = _follow(proc, mode, len(pages), progress)
+                for name, errors in _follow(proc, mode, [p.name for p in pages], progress):
+                    try:
+                        yield _outcome(Path(out), name, errors, time.monotonic() - started)
+                    except DeepDiveError as exc:
+                        failures.append(str(exc))
             except BootCrashed as exc:
-                _stop(proc)
                 # qemu under TCG has been seen to abort on an assertion of its own while
                 # the guest boots (hw/pci/msix.c): a second boot is not the same dice.
                 if attempt == 2:
                     raise
                 progress(f"{exc}; booting once more")
                 continue
-            except BaseException:
+            finally:
                 _stop(proc)
-                raise
-            _stop(proc)
-            return [_outcome(Path(out), p.name, errors, time.monotonic() - started) for p in pages]
-    raise AssertionError("unreachable: the second attempt returns or raises")
+            if failures:
+                raise DeepDiveError("\n".join(failures))
+            return
 
 
-def _follow(proc: subprocess.Popen, mode: str, n_pages: int, progress: Callable[[str], None]) -> list[str]:
-    """Relay the guest's progress; enforce the boot and per-page time limits."""
+def boot_argv(kernel: Path, mode: str, out: str, pages: list[Page]) -> list[str]:
+    """The vng command that boots `kernel` and runs the pages in it, `out` shared.
+
+    One vCPU per host CPU: each is a host thread under TCG too (qemu's multi-threaded
+    TCG, its default for an x86 guest on an x86 host), and the guest runs that many
+    pages at once. mitigations=off: the throwaway guest runs only the lab, so its
+    kernel's speculation defences (retpolines, return stack filling, which it turns on
+    for qemu's emulated CPU) only cost time."""
+    cpus = vcpus()
+    guest_env = [f"DEEPDIVE_VM_JOBS={os.environ.get('DEEPDIVE_VM_JOBS') or cpus}",
+                 *([f"DEEPDIVE_SLOWDOWN={TCG_SLOWDOWN:g}"] if mode == "tcg" else [])]
+    shared = ["--rwdir", out]
+    # The guest's feature probes (a few processes each, seconds apiece under TCG) are
+    # kept in this machine's cache directory, under the guest kernel's name, for the
+    # next boot.
+    cache = features.cache_dir()
+    if cache is not None and "=" not in str(cache):
+        shared += ["--rwdir", str(cache)]
+        guest_env.append(f"XDG_CACHE_HOME={cache.parent}")
+    return [*vng(), "-r", str(kernel), *shared, "--cpus", str(cpus), "--memory", "1G",
+            "--append", "mitigations=off", *(["--disable-kvm"] if mode == "tcg" else []), "--",
+            "env", *guest_env, sys.executable, "-m", "deepdive.vmguest", out,
+            *[p.name for p in longest_first(pages)]]
+
+
+def compile_for_guest() -> None:
+    """Write the bytecode of the lab's own modules and pages (__pycache__, beside them).
+
+    The guest sees this checkout read-only, so where nothing wrote them (as under
+    $PYTHONDONTWRITEBYTECODE) it compiled every module it imports on every boot, and
+    deepdive-cni its CNI runtime on every call: seconds each under emulation, a few
+    milliseconds here, and none for a file whose bytecode is up to date."""
+    for folder in (ROOT / "deepdive", registry.SNIPPETS):
+        compileall.compile_dir(str(folder), maxlevels=0, quiet=2)
+
+
+def vcpus() -> int:
+    """The guest's vCPUs: the host's CPUs this process may use, at least 2."""
+    return max(2, len(os.sched_getaffinity(0)))
+
+
+def longest_first(pages: list[Page]) -> list[Page]:
+    """The pages, the longest first by their committed capture's run time: with a few
+    running at once, the longest one starts at once rather than last."""
+    def seconds(page: Page) -> float:
+        try:
+            return float(captures.load(page.name)["meta"].get("seconds", 0))
+        except (DeepDiveError, OSError, ValueError, KeyError, TypeError):
+            return 0.0
+    return sorted(pages, key=seconds, reverse=True)
+
+
+def _follow(proc: subprocess.Popen, mode: str, names: list[str],
+            progress: Callable[[str], None]) -> Iterator[tuple[str, list[str]]]:
+    """Relay the guest's progress; yield (page, the guest's error lines so far) as each
+    page ends, then those the guest never finished; enforce the boot and page limits.
+    Returns once every page has ended, without waiting for the guest to power off."""
     assert proc.stderr is not None
     lines: list[str] = []
+    done: queue.Queue[str] = queue.Queue()
     boot_timeout = float(os.environ.get("DEEPDIVE_VM_BOOT_TIMEOUT") or BOOT_TIMEOUT[mode])
     state = {"up": False, "deadline": time.monotonic() + boot_timeout}
 
@@ -192,26 +256,46 @@ def _follow(proc: subprocess.Popen, mode: str, n_pages: int, progress: Callable[
             lines.append(line)
             if line == GUEST_READY:
                 state["up"] = True
-                state["deadline"] = time.monotonic() + PAGE_TIMEOUT[mode] * n_pages
+                state["deadline"] = time.monotonic() + PAGE_TIMEOUT[mode] * len(names)
                 progress("the VM is up")
+            elif line.startswith(PAGE_DONE):
+                done.put(line[len(PAGE_DONE):])
             elif line.startswith("progress: "):
                 progress(line[len("progress: "):])
 
+    def errors() -> list[str]:
+        return [l[len("error: "):] for l in lines if l.startswith("error: ")]
+
     thread = threading.Thread(target=reader, daemon=True)
     thread.start()
-    while proc.poll() is None:
+    left = list(names)
+    while proc.poll() is None or not done.empty():
         if time.monotonic() > state["deadline"]:
             _stop(proc)
             if not state["up"]:
                 raise DeepDiveError(f"the VM did not come up within {boot_timeout:g} s ({mode}); "
                                     f"last output: {lines[-1] if lines else 'none'}")
-            raise DeepDiveError(f"the pages did not finish within {PAGE_TIMEOUT[mode] * n_pages:g} s in the VM")
-        time.sleep(0.1)
+            raise DeepDiveError(f"the pages did not finish within {PAGE_TIMEOUT[mode] * len(names):g} s in the VM")
+        try:
+            name = done.get(timeout=0.1)
+        except queue.Empty:
+            continue
+        if name in left:
+            left.remove(name)
+            yield name, errors()
+        if not left:  # every capture is in: the guest's own shutdown is not waited for
+            return
     thread.join(timeout=5)
+    while not done.empty():  # said just before the guest ended
+        name = done.get()
+        if name in left:
+            left.remove(name)
+            yield name, errors()
     if not state["up"]:
         tail = "; ".join(lines[-3:]) or f"vng exited with status {proc.returncode}"
         raise BootCrashed(f"the VM did not come up: {tail}")
-    return [l[len("error: "):] for l in lines if l.startswith("error: ")]
+    for name in left:
+        yield name, errors()
 
 
 def _outcome(out: Path, name: str, errors: list[str], seconds: float) -> Outcome:

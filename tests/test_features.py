@@ -231,9 +231,9 @@ def test_unprivileged_bpf_cannot_be_had_as_root_either(monkeypatch):
 
 
 def test_the_vm_guest_says_neither_kernel_has_it(tmp_path, monkeypatch):
-    def lacking(name, _out):
+    def lacking(name):
         raise lab.MissingFeature(name, ["vlan"], {"ip_vs": ABSENT})
-    monkeypatch.setattr(vmguest, "run_page", lacking)
+    monkeypatch.setattr(vmguest, "start_page", lacking)
     assert vmguest.main([str(tmp_path), "svc"]) == 1
     assert (tmp_path / "svc.error").read_text() == (
         "page svc needs vlan links and IPVS load balancing (ip_vs), which neither this "

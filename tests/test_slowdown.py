@@ -1,5 +1,12 @@
 """Command time limits scale with $DEEPDIVE_SLOWDOWN, which the vm lab sets under TCG."""
+import os
+import socket
+import subprocess
+import time
+
 import pytest
+
+from conftest import ROOT
 
 from deepdive import inlab
 from deepdive.model import cmd
@@ -27,3 +34,21 @@ def test_a_slow_command_passes_under_the_factor_and_fails_without(monkeypatch):
     monkeypatch.setattr(inlab, "SLOWDOWN", 10.0)
     assert inlab.run_step(page, step)[0].rc == 0
 
+
+
+@pytest.mark.parametrize("slowdown, waits", [(None, 1.0), ("2", 2.0)])
+def test_hits_waits_for_an_answer_its_second_times_the_slowdown(slowdown, waits):
+    """snippets/programs/hits: a server that accepts and never answers costs curl's
+    --max-time, a second on the host, longer where the vm lab sets $DEEPDIVE_SLOWDOWN."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        env = {k: v for k, v in os.environ.items() if k != "DEEPDIVE_SLOWDOWN"}
+        if slowdown:
+            env["DEEPDIVE_SLOWDOWN"] = slowdown
+        started = time.monotonic()
+        out = subprocess.run([str(ROOT / "snippets/programs/hits"), f"http://127.0.0.1:{server.getsockname()[1]}/", "1"],
+                             capture_output=True, text=True, env=env, timeout=30).stdout
+        elapsed = time.monotonic() - started
+    assert out.split() == ["1", "(no", "answer)"]
+    assert waits <= elapsed < waits + 0.9, elapsed

@@ -20,11 +20,11 @@ def boots(monkeypatch):
     monkeypatch.setattr(vmlab, "_stop", lambda proc: None)
     monkeypatch.setattr(vmlab, "_outcome", lambda out, name, errors, seconds: (name, errors))
 
-    def follow(proc, mode, n, progress):
+    def follow(proc, mode, names, progress):
         calls.append(mode)
         if len(calls) <= follow.crashes:
             raise vmlab.BootCrashed(CRASH)
-        return []
+        yield from ((name, []) for name in names)
 
     follow.crashes = 0
     follow.calls = calls
@@ -39,12 +39,12 @@ def test_a_vm_that_dies_while_booting_is_booted_once_more(boots):
     """qemu under TCG once aborted on an assertion of its own during boot: one retry."""
     boots.crashes = 1
     said: list[str] = []
-    assert vmlab.run_pages([PAGE], said.append) == [("veth", [])]
+    assert list(vmlab.run_pages([PAGE], said.append)) == [("veth", [])]
     assert len(boots.calls) == 2 and said[-1] == f"{CRASH}; booting once more"
 
 
 def test_a_vm_that_dies_twice_while_booting_is_an_error(boots):
     boots.crashes = 2
     with pytest.raises(vmlab.BootCrashed):
-        vmlab.run_pages([PAGE], lambda line: None)
+        list(vmlab.run_pages([PAGE], lambda line: None))
     assert len(boots.calls) == 2
