@@ -126,13 +126,16 @@ def export(c: Context, page: list[str] | None = None, dir: str = "", pdf: bool =
     print(f"slides written to {rel_path(out)}")
 
 
-@task(help={"repeat": "runs per measurement (default 5)", "vm": "measure the vm lab too (default; --no-vm skips it)",
+@task(help={"repeat": "runs per measurement (default 3)",
+            "slow-repeat": "runs of lab.check of every page and of the vm boot (default 1)",
+            "vm": "measure the vm lab too (default; --no-vm skips it)",
             "out": "where to write (default benchmarks/RESULTS.md)"})
 @one_line_errors
-def bench(c: Context, repeat: int = 5, vm: bool = True, out: str = "") -> None:
+def bench(c: Context, repeat: int = 3, slow_repeat: int = 1, vm: bool = True, out: str = "") -> None:
     """Measure the labs, lab.check, the vm boot, the site build and the slide export; write benchmarks/RESULTS.md."""
     from benchmarks import report
-    code = report.main(["--repeat", str(repeat), *([] if vm else ["--no-vm"]), *(["--out", out] if out else [])], prog="invoke bench")
+    code = report.main(["--repeat", str(repeat), "--slow-repeat", str(slow_repeat), *([] if vm else ["--no-vm"]),
+                        *(["--out", out] if out else [])], prog="invoke bench")
     if code:
         raise Exit(code=code)
 

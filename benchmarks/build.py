@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/build.py [--repeat 5] [--page veth]
 
-Like benchmarks/run.py (whose timing and reporting this uses), each measurement is a
+Like the other benchmarks (benchmarks/common.py times and reports), each measurement is a
 fresh process, interpreter start and imports included, reported as the median of
 --repeat runs with their min-max:
 
@@ -39,7 +39,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import plain_site  # noqa: E402
-from run import INVOKE, ROOT, report, summarize  # noqa: E402
+from common import INVOKE, ROOT, report, summarize  # noqa: E402
 
 from deepdive import slides  # noqa: E402
 

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import INVOKE, ROOT, timed  # noqa: E402
+from common import INVOKE, ROOT, timed  # noqa: E402
 
 from deepdive import cli, parallel, registry  # noqa: E402
 

@@ -1,7 +1,7 @@
 """The benchmark report: benchmarks/RESULTS.md, every figure measured in one run here.
 
-    .venv/bin/invoke bench [--repeat 5] [--no-vm] [--out benchmarks/RESULTS.md]
-    .venv/bin/python benchmarks/report.py [--repeat 5] [--no-vm] [--out PATH]
+    .venv/bin/invoke bench [--repeat 3] [--slow-repeat 1] [--no-vm] [--out benchmarks/RESULTS.md]
+    .venv/bin/python benchmarks/run.py [--repeat 3] [--slow-repeat 1] [--no-vm] [--out PATH]
 
 The report is the machine it ran on (CPU, cores, memory, load, kernel, distribution,
 tool versions, the commit measured) followed by one section per benchmark module, in
@@ -15,6 +15,8 @@ this order, each measured side by side where it compares two things:
   build, lab.draw against bare dot, the slide export.
 
 Each module has `section(repeat) -> str` (a Markdown section) and runs on its own too.
+The sections that run every page (check) or boot the vm (vm) take minutes a round, so
+they are measured --slow-repeat times, the others --repeat times.
 The same command on another machine gives the same tables with that machine's figures.
 The file is written whole or not at all: a failed or interrupted run leaves the previous
 report as it was.
@@ -42,6 +44,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 SECTIONS = ("floor", "check", "vm", "build")
 NEEDS_VM = {"vm"}  # sections that are only the vm lab; others take `vm=` if they measure it
+SLOW = {"check", "vm"}  # measured --slow-repeat times
 
 
 def _first_line(argv: list[str]) -> str:
@@ -132,14 +135,14 @@ def _section(fn, repeat: int, vm: bool) -> str:
     return fn(repeat, **kwargs).strip()
 
 
-def render(repeat: int, vm: bool, command: str, say=print) -> str:
+def render(repeat: int, vm: bool, command: str, say=print, slow_repeat: int = 1) -> str:
     """The whole report as Markdown; `say` is told each section as it starts and ends."""
     found = sections(vm)
     started = time.monotonic()
     when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     head = ["# Benchmark results", "",
             f"Measured {when} by `{command}`; regenerate with the same command. "
-            f"Medians of {repeat} runs unless a section says otherwise, with min-max; "
+            f"Medians of {repeat} runs ({slow_repeat} for {' and '.join(sorted(SLOW))}), with min-max; "
             "a ratio compares two medians measured side by side in the same run.", "",
             "| machine | |", "|---|---|", *(f"| {k} | {v} |" for k, v in machine()), ""]
     parts = []
@@ -149,7 +152,7 @@ def render(repeat: int, vm: bool, command: str, say=print) -> str:
             continue
         say(f"bench: {name} ...")
         t0 = time.monotonic()
-        parts.append(_section(found[name], repeat, vm))
+        parts.append(_section(found[name], slow_repeat if name in SLOW else repeat, vm))
         say(f"bench: {name} done in {time.monotonic() - t0:.0f} s")
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     tail = [f"Load average at the end: {load}. The whole report took "
@@ -172,18 +175,23 @@ def write(text: str, out: Path) -> None:
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=5, help="runs per measurement (default 5)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per measurement (default 3)")
+    parser.add_argument("--slow-repeat", type=int, default=1,
+                        help="runs of lab.check of every page and of the vm boot (default 1)")
     parser.add_argument("--no-vm", action="store_true", help="skip what needs the vm lab")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where to write (default benchmarks/RESULTS.md)")
     args = parser.parse_args(argv)
-    if args.repeat < 1:
-        parser.exit(2, f"{parser.prog}: --repeat must be at least 1, not {args.repeat}\n")
-    command = "invoke bench" + (f" --repeat {args.repeat}" if args.repeat != 5 else "") \
+    for option, value in (("--repeat", args.repeat), ("--slow-repeat", args.slow_repeat)):
+        if value < 1:
+            parser.exit(2, f"{parser.prog}: {option} must be at least 1, not {value}\n")
+    command = "invoke bench" + (f" --repeat {args.repeat}" if args.repeat != 3 else "") \
+        + (f" --slow-repeat {args.slow_repeat}" if args.slow_repeat != 1 else "") \
         + (" --no-vm" if args.no_vm else "") \
         + (f" --out {shlex.quote(str(args.out))}" if args.out != RESULTS else "")
     from deepdive.model import DeepDiveError
     try:
-        text = render(args.repeat, not args.no_vm, command, say=lambda line: print(line, file=sys.stderr, flush=True))
+        text = render(args.repeat, not args.no_vm, command, say=lambda line: print(line, file=sys.stderr, flush=True),
+                      slow_repeat=args.slow_repeat)
         write(text, args.out)
     except (DeepDiveError, OSError) as exc:
         parser.exit(1, f"{parser.prog}: {exc}\n")

@@ -20,10 +20,10 @@ def _fake(monkeypatch, calls: list, **bodies: str) -> None:
 
 def test_sections_in_order_with_the_machine_and_command(monkeypatch):
     calls: list = []
-    _fake(monkeypatch, calls, one="## one\n\n| a |\n", two="## two\n")
-    text = report.render(3, True, "invoke bench --repeat 3", say=lambda _l: None)
-    assert calls == [("one", 3, True), ("two", 3, True)]
-    assert text.index("## one") < text.index("## two")
+    _fake(monkeypatch, calls, one="## one\n\n| a |\n", check="## check\n", two="## two\n")
+    text = report.render(3, True, "invoke bench --repeat 3", say=lambda _l: None, slow_repeat=2)
+    assert calls == [("one", 3, True), ("check", 2, True), ("two", 3, True)]
+    assert text.index("## one") < text.index("## check") < text.index("## two")
     assert "`invoke bench --repeat 3`" in text
     for what in ("CPU", "kernel", "iproute2", "graphviz", "qemu", "commit measured"):
         assert f"| {what} |" in text
