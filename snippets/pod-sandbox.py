@@ -20,7 +20,7 @@ page = Page(
     name="pod-sandbox",
     title="The pod sandbox: a pause process and CNI",
     needs=Needs(kinds=("bridge", "veth"), features=("nat", "conntrack"),
-                tools=("catatonit", "nsenter", "unshare", "setsid", "socat", "iptables", "conntrack",
+                tools=("catatonit", "nsenter", "unshare", "setsid", "stat", "socat", "iptables", "conntrack",
                        "jq", "ping", "bridge", *(f"/usr/lib/cni/{p}" for p in PLUGINS))),
     # The bridge plugin names each pod's host-side veth "veth" + 8 random hex digits,
     # and the kernel gives veths random MACs (locally administered: second hex digit
@@ -93,7 +93,9 @@ HOST_PORT = {"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol"
 def sandbox(pod: str) -> list:
     """What the runtime does for RunPodSandbox before CNI: a network namespace pinned in
     /run/netns, IPC and UTS namespaces pinned beside it, the pause process in all three
-    (and a PID namespace of its own), and the pod's hostname."""
+    (and a PID namespace of its own), and the pod's hostname. `setsid -f` returns before
+    unshare has pinned the namespaces (bind mounts of nsfs files over the two empty
+    files), so the hostname waits until both files are nsfs."""
     ns = f"/run/pods/{pod}"
     return [
         f"ip netns add {pod}",
@@ -101,6 +103,7 @@ def sandbox(pod: str) -> list:
         f"touch {ns}/ipc {ns}/uts",
         f"setsid -f nsenter --net=/run/netns/{pod} unshare --ipc={ns}/ipc --uts={ns}/uts --pid --fork"
         " --kill-child catatonit -P",
+        cmd(f"stat -f -c %T {ns}/ipc {ns}/uts", until="nsfs\nnsfs\n"),
         f"nsenter --uts={ns}/uts hostname {pod}",
     ]
 
