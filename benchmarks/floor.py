@@ -28,14 +28,13 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import INVOKE, ROOT  # noqa: E402
 
 from deepdive import capture as captures  # noqa: E402
 from deepdive import cli, machine, registry  # noqa: E402
 from deepdive.model import DeepDiveError, Page  # noqa: E402
 
-INVOKE = [sys.executable, "-m", "invoke"]
 # Seconds between two looks at a background command's output, as execute.Background does.
 POLL = 0.01
 # Words bash reads as its own syntax at a command's start (`compgen -k`), where the lab
