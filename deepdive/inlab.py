@@ -18,7 +18,6 @@ namespaces go with them.
 from __future__ import annotations
 
 import copy
-import importlib
 import io
 import json
 import os
@@ -53,9 +52,7 @@ def _slowdown() -> float:
 SLOWDOWN = _slowdown()
 
 def run_page(page: Page) -> dict[str, Any]:
-    # Snapshots read netlink through pyroute2, whose import takes 0.15 s or more: it is
-    # imported while the first commands run, which mostly wait.
-    threading.Thread(target=importlib.import_module, args=("pyroute2",), daemon=True).start()
+    snapshot.import_in_background()  # for the first snapshot
     recorded: list[tuple[str, Result]] = []
     steps_out: list[dict[str, Any]] = []
     checks_out: list[dict[str, Any]] = []

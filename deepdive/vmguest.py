@@ -19,7 +19,6 @@ with the one line that explains the failure.
 from __future__ import annotations
 
 import ctypes
-import importlib.util
 import io
 import json
 import os
@@ -29,39 +28,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deepdive import inlab, lab, registry
+from deepdive import inlab, lab, registry, snapshot
 from deepdive.execute import die_with_parent
 from deepdive.model import DeepDiveError
 from deepdive.vmlab import GUEST_READY, PAGE_DONE
-
-def import_iproute() -> None:
-    """Import pyroute2's IPRoute, once, for every page's child to inherit; `from pyroute2
-    import IPRoute` then finds it.
-
-    pyroute2's own __init__ imports every part of the library (NDB, IPDB, conntrack,
-    IPVS, nl80211, ...): importing it took 34 s of a loaded guest's start under
-    emulation, IPRoute alone 27 s. So the package is registered without running its __init__; that runs
-    only if something asks the package for a name that is neither IPRoute nor a module."""
-    spec = importlib.util.find_spec("pyroute2")
-    assert spec is not None and spec.loader is not None
-    package = importlib.util.module_from_spec(spec)
-    loader = spec.loader
-
-    def attribute(name: str) -> object:  # PEP 562: asked for a name the package lacks
-        try:
-            return importlib.import_module(f"pyroute2.{name}")  # `from pyroute2 import config`
-        except ModuleNotFoundError as exc:
-            if exc.name != f"pyroute2.{name}":
-                raise
-        del package.__getattr__  # type: ignore[attr-defined]
-        loader.exec_module(package)  # the whole library, as `import pyroute2` has it
-        return getattr(package, name)
-
-    package.__getattr__ = attribute  # type: ignore[attr-defined]
-    sys.modules["pyroute2"] = package
-    from pyroute2.iproute.linux import IPRoute
-    package.IPRoute = IPRoute  # type: ignore[attr-defined]
-
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWNET = 0x40000000
@@ -176,7 +146,7 @@ def main(argv: list[str]) -> int:
     """Run the pages, up to jobs() at once, each in namespaces of its own; say
     PAGE_DONE + name as each one ends. 0 if every page left a capture, else 1."""
     out, names = Path(argv[0]), argv[1:]
-    import_iproute()
+    snapshot.import_iproute()
     say(GUEST_READY)
     pending, running = list(names), {}
     while pending or running:

@@ -127,7 +127,7 @@ def test_a_caller_that_stops_early_stops_the_vm(fake_vm):
 
 
 def test_the_guest_imports_iproute_without_the_rest_of_pyroute2():
-    code = ("import sys; from deepdive import vmguest; vmguest.import_iproute(); "
+    code = ("import sys; from deepdive import snapshot; snapshot.import_iproute(); "
             "from pyroute2 import IPRoute; "
             "print(IPRoute.__name__, 'pyroute2.ndb.main' in sys.modules, 'pyroute2.conntrack' in sys.modules); "
             "from pyroute2 import NetNS, config; print(NetNS.__name__, config.__name__)")
