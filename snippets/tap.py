@@ -31,8 +31,9 @@ page.step(
 )
 page.step(
     "arp", "A program attaches to tap0; the host pings a neighbour behind it",
-    # The step ends once the program has printed the ARP request's last line, its first bytes.
-    cmd(f"{READER} tap0", background=True, ready="reading tap0",
+    # The step ends once the program has printed the ARP request's last line, its first
+    # bytes; the program reads until it is stopped (endless), and is stopped then.
+    cmd(f"{READER} tap0", background=True, ready="reading tap0", endless=True,
         until="ff ff ff ff ff ff 02 00 00 00 0a 01 08 06 00 01 08 00 ..."),
     cmd("ping -c 1 -W 0.3 10.0.2.2", rc=1),
     "ip neigh show dev tap0",
