@@ -38,8 +38,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import INVOKE, ROOT, die_with_parent, report, summarize  # noqa: E402 (first: puts ROOT on sys.path)
 import plain_site  # noqa: E402
-from common import INVOKE, ROOT, report, summarize  # noqa: E402
 
 from deepdive import slides  # noqa: E402
 
@@ -66,7 +66,7 @@ def serve_reload(page: str, repeat: int) -> None:
         port = s.getsockname()[1]
     env = dict(os.environ, NO_MKDOCS_2_WARNING="1")
     proc = subprocess.Popen([*MKDOCS, "serve", "--dirty", "-a", f"127.0.0.1:{port}"], cwd=ROOT,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            env=env, preexec_fn=die_with_parent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None
     times = []
     try:
@@ -103,7 +103,7 @@ def run_timed(argv: list[str], cwd: Path = ROOT, env: dict[str, str] | None = No
     """(wall s, CPU s: user + system of the process and its children) of one run."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    res = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, env=env)
+    res = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, env=env, preexec_fn=die_with_parent)
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if res.returncode != 0:

@@ -13,13 +13,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from deepdive.execute import die_with_parent  # noqa: E402 (a run ends with the benchmark)
 
 INVOKE = [sys.executable, "-m", "invoke"]
 
 
 def timed(argv: list[str]) -> float:
     started = time.perf_counter()
-    res = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
+    res = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, preexec_fn=die_with_parent)
     elapsed = time.perf_counter() - started
     if res.returncode != 0:
         sys.exit(f"error: {' '.join(argv)} failed: {res.stderr.strip().splitlines()[-1:]}")

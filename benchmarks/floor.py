@@ -33,6 +33,7 @@ from common import INVOKE, ROOT  # noqa: E402
 
 from deepdive import capture as captures  # noqa: E402
 from deepdive import cli, machine, registry  # noqa: E402
+from deepdive.execute import die_with_parent  # noqa: E402
 from deepdive.model import DeepDiveError, Page  # noqa: E402
 
 # Seconds between two looks at a background command's output, as execute.Background does.
@@ -164,8 +165,10 @@ def measure(argv: list[str]) -> tuple[float, int, str]:
     DeepDiveError when it fails."""
     started = time.perf_counter()
     with tempfile.TemporaryFile() as log:
+        # die_with_parent: a floor script's unshare (--kill-child) ends with this process,
+        # and its namespaces with it, however the benchmark ends.
         proc = subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                env=dict(os.environ, COLUMNS="200"))
+                                env=dict(os.environ, COLUMNS="200"), preexec_fn=die_with_parent)
         _pid, status, usage = os.wait4(proc.pid, 0)
         elapsed = time.perf_counter() - started
         proc.returncode = os.waitstatus_to_exitcode(status)

@@ -21,6 +21,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from deepdive.execute import die_with_parent
+
 ROOT = Path(__file__).resolve().parent.parent
 LINKED = ("deepdive", "hooks", "overrides", "snippets")
 DUMP_HOOK = Path(__file__).resolve().parent / "dump_markdown.py"
@@ -47,7 +49,8 @@ def plain(project: Path, where: Path) -> Path:
     dumping = project / "mkdocs-dump.yml"
     dumping.write_text(text.replace("\nhooks:\n", f"\nhooks:\n  - {DUMP_HOOK}\n", 1))
     subprocess.run([sys.executable, "-m", "mkdocs", "build", "-q", "-f", str(dumping), "-d", str(built)],
-                   check=True, env=dict(os.environ, NO_MKDOCS_2_WARNING="1", **{DUMP_DIR: str(dump)}))
+                   check=True, env=dict(os.environ, NO_MKDOCS_2_WARNING="1", **{DUMP_DIR: str(dump)}),
+                   preexec_fn=die_with_parent)
     docs = where / "docs"
     shutil.copytree(project / "docs", docs,
                     ignore=shutil.ignore_patterns("*.md", "captures"))

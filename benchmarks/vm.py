@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT  # noqa: E402
 
-from deepdive import capture, cli, registry, vmlab  # noqa: E402
+from deepdive import capture, cli, registry, runs, vmlab  # noqa: E402
 from deepdive.masking import drift  # noqa: E402
 from deepdive.model import DeepDiveError, Page  # noqa: E402
 
@@ -36,10 +36,15 @@ def bare_boot(kernel: Path, mode: str) -> float:
         argv = vmlab.boot_argv(kernel, mode, out, [])
         argv = argv[:argv.index("--") + 1] + ["true"]
         started = time.perf_counter()
-        res = subprocess.run(argv, cwd=ROOT, env=vmlab._env(), capture_output=True, text=True)
+        # As the lab starts it: in a PID namespace that ends with this process (qemu too).
+        proc = vmlab._start(argv, runs.new_id("bench-boot"), tmp=out, stdout=subprocess.DEVNULL)
+        try:
+            _, stderr = proc.communicate()
+        finally:
+            vmlab._stop(proc)
         elapsed = time.perf_counter() - started
-    if res.returncode != 0:
-        raise DeepDiveError(f"`vng -- true` failed: {res.stderr.strip().splitlines()[-1:]}")
+    if proc.returncode != 0:
+        raise DeepDiveError(f"`vng -- true` failed: {stderr.strip().splitlines()[-1:]}")
     return elapsed
 
 

@@ -62,3 +62,34 @@ def test_the_script_is_valid_bash(tmp_path):
 def test_unknown_page_is_one_line():
     with pytest.raises(DeepDiveError, match="no page 'nope'"):
         floor.script("nope")
+
+
+@pytest.mark.lab
+def test_a_floor_script_ends_with_the_benchmark_that_runs_it(tmp_path):
+    """SIGKILL to the measuring process ends the script's unshare (die_with_parent), and
+    --kill-child the rest: nothing of the floor outlives the benchmark."""
+    import os
+    import signal
+    import sys
+    import time
+    from pathlib import Path
+    path = floor.write_script("kube-proxy-compare", str(tmp_path))  # ~20 s: still running when killed
+    code = f"from benchmarks import floor; floor.measure(['bash', {path!r}])"
+    bench = subprocess.Popen([sys.executable, "-c", code], cwd=Path(floor.__file__).parent.parent)
+
+    def floor_pids() -> list[str]:
+        return subprocess.run(["pgrep", "-f", path], capture_output=True, text=True).stdout.split()
+
+    deadline = time.monotonic() + 30
+    while len(floor_pids()) < 2 and time.monotonic() < deadline:  # unshare and its bash
+        time.sleep(0.05)
+    assert floor_pids(), "the floor script never started"
+    os.kill(bench.pid, signal.SIGKILL)
+    bench.wait()
+    deadline = time.monotonic() + 5
+    while floor_pids() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = floor_pids()
+    for pid in left:  # should there be any: not beyond this test
+        subprocess.run(["kill", "-KILL", pid], capture_output=True)
+    assert left == []
