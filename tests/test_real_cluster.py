@@ -118,10 +118,15 @@ def test_the_manifest_is_the_service_of_the_services_pages():
     """The same namespace, name, port name and protocol make the same chain names."""
     svc = snippet_module("_service")
     iptables = snippet_module("kube-proxy-iptables")
-    service = next(d for d in yaml.safe_load_all((ROOT / MANIFEST).read_text()) if d["kind"] == "Service")
+    docs = {d["kind"]: d for d in yaml.safe_load_all((ROOT / MANIFEST).read_text())}
+    service, pods = docs["Service"], docs["Deployment"]["spec"]["template"]
     port, = service["spec"]["ports"]
     assert f"default/{service['metadata']['name']}:{port['name']}" == iptables.SERVICE
     assert (port["protocol"].lower(), port["port"], port["nodePort"]) == (iptables.PROTOCOL, svc.PORT, svc.NODE_PORT)
+    # Its pods are the Service's endpoints, each serving its name on the target port.
+    assert service["spec"]["selector"].items() <= pods["metadata"]["labels"].items()
+    container, = pods["spec"]["containers"]
+    assert f"--port={port['targetPort']}" in container["args"]
 
 
 @pytest.mark.parametrize("page, pattern", [
