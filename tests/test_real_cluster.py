@@ -39,6 +39,12 @@ _NAMED = (
 )
 
 
+def lab_part(markdown: str) -> str:
+    """The page before its "On a real cluster" section: what the lab's capture backs.
+    The section names what to look for in the reader's own output, not the capture's."""
+    return markdown.split(f"\n{HEADING}\n", 1)[0]
+
+
 def section(markdown: str) -> str:
     """The text from the section's heading to the end of the page, heading excluded;
     AssertionError if the heading is missing or another `## ` heading follows it."""
@@ -105,6 +111,12 @@ def test_anything_else_is_refused(text: str, problem: str):
 
 def test_a_section_that_does_not_say_so_is_refused():
     assert problems("```bash\nip link\n```\n") == [f"it does not say its commands were {NOT_RUN}"]
+
+
+def test_the_lab_part_of_a_page_stops_at_the_section():
+    page = f"# Page\n\n`state UP`\n\n{HEADING}\n\n`state DOWN` on yours\n"
+    assert lab_part(page) == "# Page\n\n`state UP`\n"
+    assert lab_part("# Page\n") == "# Page\n"
 
 
 def test_a_missing_or_misplaced_section_is_refused():
