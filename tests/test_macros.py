@@ -22,6 +22,7 @@ import pytest
 from deepdive import capture as capture_module
 from deepdive import console, macros
 from deepdive.model import DeepDiveError
+from test_real_cluster import lab_part
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -456,7 +457,7 @@ def quoted_raw(markdown: str, capture: dict) -> list[str]:
 def test_the_site_quotes_captured_output_only_through_quote(md):
     """A raw `code` span that matches a capture today would go stale unnoticed when the
     capture changes; through quote() the build checks it every time."""
-    text = md.read_text()
+    text = lab_part(md.read_text())
     for page in sorted(set(_PAGE_OF_CALL.findall(text))):
         raw = quoted_raw(text, capture_module.load(page, ROOT / "docs" / "captures"))
         assert raw == [], f"{md.name}: write these with quote(\"{page}\", STEP, TEXT): {raw}"
