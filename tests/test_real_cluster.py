@@ -30,7 +30,7 @@ _COMMANDS = re.compile(r"bash(?: title=\"[^\"]+\")?")
 _NOT_PROSE = re.compile(r"\{\{|\{%|^\s*<[a-z]|^\s*(?:!!!|\?\?\?|\||--8<--)")
 # Places where a command names a node, a cluster, a context or a Vagrant machine.
 _NAMED = (
-    (re.compile(r"\bdocker exec(?: -\w+)* ([\w.-]+)"), NODES),
+    (re.compile(r"\bdocker exec(?: -\w+(?: \w+=\S+)?)* ([\w.-]+)"), NODES),  # -e VAR=value skipped
     (re.compile(r"\b([\w.-]+-(?:control-plane|worker\d*))\b"), NODES),
     (re.compile(r"\bkubectl (?:get|describe|drain|cordon) nodes? (\w[\w.-]*)"), NODES),
     (re.compile(r"--name[ =]([\w.-]+)"), {CLUSTER}),
