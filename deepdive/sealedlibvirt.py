@@ -13,12 +13,14 @@ networks) and /var/log/libvirt are overlays kept in memory, and
 on the machine is neither seen nor disturbed. Vagrant and virsh run inside the same
 namespaces (nsenter), so they reach that libvirtd's socket and the guest's address.
 
-The namespaces' PID 1 (`python -m deepdive.sealedlibvirt init`) is started by unshare
-with `--kill-child`, and unshare dies with its caller (PR_SET_PDEATHSIG). When PID 1 ends,
-for any reason, the kernel kills every process of the PID namespace (libvirtd, virtlogd,
-dnsmasq, qemu, a vagrant in progress), and the mounts and the network go with the last
-of them: nothing outlives it but what Vagrant writes outside those trees (the box it
-was given, the .vagrant directory beside a Vagrantfile, its machine index).
+The namespaces' PID 1 (`python -m deepdive.sealedlibvirt init`) ends when its stdin, a
+pipe from the caller, reaches end of file: when the caller closes it or dies. Should it
+be stuck before it reads (libvirtd starting), unshare `--kill-child` kills it, and unshare
+dies with its caller (PR_SET_PDEATHSIG). When PID 1 ends the kernel kills every process
+of the PID namespace (libvirtd, virtlogd, dnsmasq, qemu, a vagrant in progress), and the
+mounts and the network go with the last of them: nothing outlives it but what Vagrant
+writes outside those trees (the box it was given, the .vagrant directory beside a
+Vagrantfile, its machine index).
 
 Guests run under TCG (domain type qemu) where KVM is unusable: set `libvirt.driver =
 "qemu"` in the Vagrantfile. qemu runs as root, so a 9p synced folder in passthrough mode
