@@ -20,7 +20,7 @@ import pytest
 
 from deepdive import vagrantbox
 from deepdive.sealedlibvirt import SealedLibvirt
-from tests.conftest import caller_state, needs_root
+from tests.conftest import ROOT, caller_state, needs_root
 
 # setup.sh --lab installs Vagrant on Debian only; elsewhere these tests say why they skip.
 # Where vagrant is installed, any other missing piece fails with one line naming it.
@@ -80,8 +80,8 @@ def test_killed_caller_leaves_nothing(tmp_path: Path) -> None:
     # The caller dies by SIGKILL while libvirtd runs: libvirtd and its namespaces go too.
     script = ("import sys, time\nfrom deepdive.sealedlibvirt import SealedLibvirt\n"
               "lv = SealedLibvirt().__enter__()\nprint(lv.init_pid, flush=True)\ntime.sleep(600)\n")
-    caller = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).parent.parent,
-                              env=dict(os.environ, PYTHONPATH=str(Path(__file__).parent.parent)),
+    caller = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT,
+                              env=dict(os.environ, PYTHONPATH=str(ROOT)),
                               stdout=subprocess.PIPE, text=True)
     assert caller.stdout is not None
     init = int(caller.stdout.readline())
@@ -97,6 +97,50 @@ def test_killed_caller_leaves_nothing(tmp_path: Path) -> None:
     if init in alive:  # failed: end the namespaces here, so that the test leaves nothing
         os.kill(init, signal.SIGKILL)
     assert not alive
+
+
+def test_killed_build_leaves_no_loop_device_nor_mount(tmp_path: Path) -> None:
+    # SIGKILL to `invoke vagrant.box` while debootstrap runs on the loop-mounted image.
+    out = tmp_path / "killed.box"
+    builder = subprocess.Popen([sys.executable, "-m", "invoke", "vagrant.box", "--out", str(out)],
+                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while not _loops_under(tmp_path) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _loops_under(tmp_path), "the build never mounted its image"
+        while not _processes_under(tmp_path, "debootstrap") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(5)  # into debootstrap's work
+    finally:
+        builder.kill()
+        builder.wait()
+    deadline = time.monotonic() + 30
+    while (_loops_under(tmp_path) or _processes_under(tmp_path)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _processes_under(tmp_path)  # and so no mount namespace holds its mounts
+    assert not _loops_under(tmp_path)
+    assert not out.exists()
+    vagrantbox.sweep(tmp_path)  # what the next build does first
+    assert list(tmp_path.iterdir()) == []
+
+
+def _loops_under(d: Path) -> list[str]:
+    """Loop devices whose backing file is below `d`."""
+    found = []
+    for f in Path("/sys/block").glob("loop*/loop/backing_file"):
+        try:
+            if f.read_text().startswith(f"{d}/"):
+                found.append(f.parent.parent.name)
+        except OSError:
+            pass
+    return found
+
+
+def _processes_under(d: Path, name: str = "") -> list[str]:
+    """Processes whose command line names a path below `d` (and `name`, if given)."""
+    return [p for p in os.listdir("/proc") if p.isdigit()
+            and f"{d}/" in (line := _cmdline(p)) and name in line]
 
 
 def _cmdline(pid: str) -> str:
