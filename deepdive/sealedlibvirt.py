@@ -22,6 +22,12 @@ mounts and the network go with the last of them: nothing outlives it but what Va
 writes outside those trees (the box it was given, the .vagrant directory beside a
 Vagrantfile, its machine index).
 
+The namespace has no route out. With `proxy_port`, guests reach the internet through an
+HTTP proxy on that port of every address of the namespace (deepdive.nsproxy: it listens
+there and connects out from the caller's namespace); on vagrant-libvirt's default
+management network it is `proxy_url`, http://192.168.121.1:PORT, for a guest's
+http_proxy and https_proxy.
+
 Guests run under TCG (domain type qemu) where KVM is unusable: set `libvirt.driver =
 "qemu"` in the Vagrantfile. qemu runs as root, so a 9p synced folder in passthrough mode
 writes files back to the host as the guest's user and group ids.
@@ -30,12 +36,14 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Sequence
 
+from deepdive import nsproxy
 from deepdive.capture import ROOT
 from deepdive.execute import die_with_parent
 from deepdive.model import DeepDiveError
@@ -46,6 +54,8 @@ PRIVATE_TREES = ("/etc/libvirt", "/var/lib/libvirt", "/var/log/libvirt")
 # qemu as root: 9p passthrough creates files as the guest's ids. No cgroups: /sys is this
 # network namespace's sysfs, without the cgroup file system.
 QEMU_CONF = 'user = "root"\ngroup = "root"\ncgroup_controllers = []\n'
+# The host's address on vagrant-libvirt's default management network (192.168.121.0/24).
+MANAGEMENT_GATEWAY = "192.168.121.1"
 START_TIMEOUT = 60.0  # seconds for libvirtd to answer, on a loaded 2-core machine
 TOOLS = {"libvirtd": "libvirt-daemon-system", "virtlogd": "libvirt-daemon-system",
          "virsh": "libvirt-clients", "dnsmasq": "dnsmasq-base", "qemu-system-x86_64": "qemu-system-x86",
@@ -58,11 +68,19 @@ class SealedLibvirt:
 
     Entering starts virtlogd and libvirtd in fresh namespaces and waits until libvirtd
     answers (raises DeepDiveError naming a missing tool or why it did not start);
-    leaving ends them and everything started inside."""
+    leaving ends them and everything started inside. `proxy_port`: serve guests an HTTP
+    proxy to the outside on that port (0: none)."""
 
-    def __init__(self) -> None:
+    def __init__(self, proxy_port: int = 0) -> None:
         self._proc: subprocess.Popen | None = None
+        self._proxy: socket.socket | None = None
+        self.proxy_port = proxy_port
         self.init_pid = 0  # PID 1 of the namespaces, as this machine numbers it
+
+    @property
+    def proxy_url(self) -> str:
+        """The proxy as guests on vagrant-libvirt's default management network reach it."""
+        return f"http://{MANAGEMENT_GATEWAY}:{self.proxy_port}" if self.proxy_port else ""
 
     def __enter__(self) -> "SealedLibvirt":
         preflight()
@@ -86,6 +104,9 @@ class SealedLibvirt:
                                     f"libvirtd did not start: {lines[-1] if lines else 'no output'}")
             children = Path(f"/proc/{self._proc.pid}/task/{self._proc.pid}/children").read_text().split()
             self.init_pid = int(children[0])
+            if self.proxy_port:
+                self._proxy = nsproxy.listen_in(f"/proc/{self.init_pid}/ns/net", self.proxy_port)
+                nsproxy.serve(self._proxy)
         except BaseException:
             self.close()
             raise
@@ -96,6 +117,13 @@ class SealedLibvirt:
 
     def close(self) -> None:
         """End PID 1 (closing its stdin), and with it the namespaces; SIGKILL after 10 s."""
+        if self._proxy is not None:
+            try:
+                self._proxy.shutdown(socket.SHUT_RDWR)  # wakes its accept()
+            except OSError:
+                pass
+            self._proxy.close()
+            self._proxy = None
         proc, self._proc = self._proc, None
         if proc is None:
             return

@@ -1,18 +1,22 @@
 """End to end: the box `invoke vagrant.box` builds boots under vagrant-libvirt (TCG), in
 a libvirtd of its own (deepdive.sealedlibvirt); `vagrant ssh` answers, a file the guest
-writes in the 9p synced folder lands on the host, and nothing is left running or mounted.
+writes in the 9p synced folder lands on the host, apt in the guest reaches the mirror
+through the proxy (deepdive.nsproxy), and nothing is left running or mounted.
 
 Needs root and the packages setup.sh --lab installs. Minutes: see the README's
 "A Vagrant box built here".
 """
 from __future__ import annotations
 
+import functools
+import http.server
 import os
 import re
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -55,7 +59,7 @@ def test_box_boots_under_vagrant_libvirt(tmp_path: Path) -> None:
     (tmp_path / "Vagrantfile").write_text(VAGRANTFILE)
     before = caller_state()
     mounts_before = Path("/proc/self/mounts").read_text()
-    with SealedLibvirt() as lv:
+    with SealedLibvirt(proxy_port=3128) as lv:
         init = lv.init_pid
         timings["libvirtd"] = time.monotonic() - started - timings["box"]
         t = time.monotonic()
@@ -66,6 +70,12 @@ def test_box_boots_under_vagrant_libvirt(tmp_path: Path) -> None:
         ok(lv.run(["vagrant", "ssh", "-c", "sudo sh -c 'uname -r > /vagrant/from-guest'"],
                   cwd=tmp_path, timeout=300))
         assert (tmp_path / "from-guest").read_text().strip() == kernel.splitlines()[-1]
+        # The guest's way out: apt through the proxy (the mirror is the one the box came from).
+        t = time.monotonic()
+        update = ok(lv.run(["vagrant", "ssh", "-c", f"sudo env http_proxy={lv.proxy_url} apt-get update"],
+                           cwd=tmp_path, timeout=900))
+        timings["apt-get update"] = time.monotonic() - t
+        assert re.search(r"^(Get|Hit):\d+ \S+ bookworm InRelease", update, re.M), update
         ok(lv.run(["vagrant", "destroy", "-f"], cwd=tmp_path, timeout=300))
     print(", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
     # Everything started inside ended with the namespaces' PID 1; the caller's network
@@ -97,6 +107,26 @@ def test_killed_caller_leaves_nothing(tmp_path: Path) -> None:
     if init in alive:  # failed: end the namespaces here, so that the test leaves nothing
         os.kill(init, signal.SIGKILL)
     assert not alive
+
+
+def test_proxy_reaches_out_of_the_sealed_namespace(tmp_path: Path) -> None:
+    # A server in this namespace, reached from inside the sealed one only through the proxy.
+    (tmp_path / "hello").write_text("from the caller's namespace\n")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/hello"
+    try:
+        with SealedLibvirt(proxy_port=3128) as lv:
+            assert lv.proxy_url == "http://192.168.121.1:3128"
+            direct = lv.run(["curl", "-sS", "--max-time", "5", url])
+            assert direct.returncode != 0  # no route out of it but the proxy
+            for tunnel in ([], ["--proxytunnel"]):  # absolute-form GET, then CONNECT
+                got = lv.run(["curl", "-sS", "--max-time", "20", "-x", "http://127.0.0.1:3128", *tunnel, url])
+                assert got.returncode == 0 and got.stdout == "from the caller's namespace\n", got.stderr
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_killed_build_leaves_no_loop_device_nor_mount(tmp_path: Path) -> None:
