@@ -28,7 +28,7 @@ from tests.conftest import ROOT, caller_state, needs_root
 
 # setup.sh --lab installs Vagrant on Debian only; elsewhere these tests say why they skip.
 # Where vagrant is installed, any other missing piece fails with one line naming it.
-pytestmark = [pytest.mark.vagrant, needs_root(),
+pytestmark = [pytest.mark.vagrant, pytest.mark.lab, needs_root(),
               pytest.mark.skipif(shutil.which("vagrant") is None,
                                  reason="no vagrant (./setup.sh --lab installs it on Debian)")]
 
