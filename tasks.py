@@ -1,4 +1,5 @@
-"""invoke tasks: `lab` runs pages, `site` builds and serves the site, `slides` lists and exports diagrams and decks.
+"""invoke tasks: `lab` runs pages, `site` builds and serves the site, `slides` lists and exports diagrams and decks,
+`vagrant.box` builds a Vagrant box.
 
 Each task is a thin call into deepdive/; a DeepDiveError becomes one line on stderr and
 a non-zero exit status, and so does Ctrl-C, at any moment (see deepdive/startup.py).
