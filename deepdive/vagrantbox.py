@@ -81,13 +81,18 @@ def build(out: Path = DEFAULT_OUT, mirror: str = "", force: bool = False,
     """Build the box into `out` (a .box file) unless its recipe is unchanged, and add it
     to Vagrant as BOX_NAME. Returns what was done: "built", "added" or "up to date".
 
-    Needs root and the tools in TOOLS; raises DeepDiveError naming what is missing, or
-    the step that failed."""
+    Needs root and the tools in TOOLS; raises DeepDiveError for a mirror that is not an
+    http(s) URL or an `out` that is a directory, naming what is missing, or the step
+    that failed."""
+    if mirror and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", mirror):
+        raise DeepDiveError(f"mirror {mirror!r} is not an http:// or https:// URL")
+    out = out.resolve()
+    if out.is_dir():
+        raise DeepDiveError(f"{out} is a directory: give the path of the .box file to write")
     preflight()
     key = insecure_key()
     mirror = mirror or configured_mirror()
     recipe = recipe_hash(mirror, key)
-    out = out.resolve()
     if not force and box_recipe(out) == recipe:
         if added_recipe() == recipe:
             return "up to date"

@@ -161,3 +161,15 @@ def test_task_without_debootstrap_is_one_line(tmp_path: Path) -> None:
     assert proc.stderr.splitlines() == ["error: building the box needs debootstrap (Debian package "
                                         "debootstrap), vagrant (Debian package vagrant): install "
                                         "debootstrap vagrant"]
+
+
+@pytest.mark.parametrize("mirror, out, message", [
+    ("ftp.example/debian", "x.box", "mirror 'ftp.example/debian' is not an http:// or https:// URL"),
+    ("", ".", "is a directory: give the path of the .box file to write"),
+])
+def test_bad_input_is_one_line(tmp_path: Path, builder: dict[str, list], mirror: str, out: str,
+                               message: str) -> None:
+    with pytest.raises(DeepDiveError) as exc:
+        vagrantbox.build(tmp_path / out, mirror, say=lambda _: None)
+    assert str(exc.value).endswith(message) and "\n" not in str(exc.value)
+    assert builder == {"inside": [], "add": []}
