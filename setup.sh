@@ -39,6 +39,12 @@ esac
 # script does not install: there, point DEEPDIVE_CHROMIUM at a Chromium or Chrome
 # executable, or the browser tests fail with a line saying so.
 if [[ "${ID:-debian}" != ubuntu ]]; then LAB_PACKAGES+=(chromium fonts-liberation); fi
+# invoke vagrant.box (debootstrap, qemu-img, sfdisk, extlinux) and the vagrant tests
+# (tests/test_vagrant_boot.py: libvirtd and virsh, dnsmasq for its network's DHCP), on Debian.
+if [[ "${ID:-debian}" != ubuntu ]]; then
+  LAB_PACKAGES+=(debootstrap qemu-utils fdisk extlinux
+                 vagrant vagrant-libvirt libvirt-daemon-system dnsmasq-base)
+fi
 # npm installs axe-core for them. A Node.js from NodeSource brings its own npm and
 # conflicts with the distribution's npm package, so that one comes only when none is.
 if ! command -v npm >/dev/null; then LAB_PACKAGES+=(nodejs npm); fi

@@ -1,4 +1,5 @@
-"""invoke tasks: `lab` runs pages, `site` builds and serves the site, `slides` lists and exports diagrams and decks.
+"""invoke tasks: `lab` runs pages, `site` builds and serves the site, `slides` lists and exports diagrams and decks,
+`vagrant.box` builds a Vagrant box.
 
 Each task is a thin call into deepdive/; a DeepDiveError becomes one line on stderr and
 a non-zero exit status, and so does Ctrl-C, at any moment (see deepdive/startup.py).
@@ -140,9 +141,21 @@ def bench(c: Context, repeat: int = 3, slow_repeat: int = 1, vm: bool = True, ou
         raise Exit(code=code)
 
 
+@task(name="box", help={"out": "where to write the .box file (default build/deepdive-debian12.box)",
+                        "mirror": "Debian mirror URL (default: the one apt uses for bookworm, else deb.debian.org)",
+                        "force": "rebuild even when the recipe is unchanged"})
+@one_line_errors
+def vagrant_box(c: Context, out: str = "", mirror: str = "", force: bool = False) -> None:
+    """Build a Debian 12 Vagrant box for vagrant-libvirt from Debian packages and add it (needs root)."""
+    from deepdive import vagrantbox
+    done = vagrantbox.build(Path(out) if out else vagrantbox.DEFAULT_OUT, mirror, force)
+    print(f"{vagrantbox.BOX_NAME}: {done}")
+
+
 lab_ns = Collection("lab", run, check, draw, clean, pages)
 site_ns = Collection("site", build, serve)
 slides_ns = Collection("slides")
 slides_ns.add_task(slides, name="list", default=True)
 slides_ns.add_task(export)
-ns = Collection(lab_ns, site_ns, slides_ns, bench)
+vagrant_ns = Collection("vagrant", vagrant_box)
+ns = Collection(lab_ns, site_ns, slides_ns, vagrant_ns, bench)

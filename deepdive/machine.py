@@ -56,16 +56,17 @@ def mount(source: str, target: str, fstype: str | None, flags: int = 0, data: st
         raise DeepDiveError(f"cannot mount {fstype or source} on {target} for the lab: {os.strerror(err)}")
 
 
-def prepare() -> None:
-    """Turn this process's fresh namespaces into the lab's machine (see the module doc)."""
+def prepare(overlaid: tuple[str, ...] = OVERLAID) -> None:
+    """Turn this process's fresh namespaces into the lab's machine (see the module doc);
+    `overlaid`: the trees made writable but private (default OVERLAID)."""
     # unshare(1) makes mounts private already; the vm guest enters namespaces itself.
     mount("none", "/", None, MS_REC | MS_PRIVATE)
     if os.getpid() == 1:
         mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    _private_trees()
+    _private_trees(overlaid)
     mount("deepdive", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=755")
     mount("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    private = [t for t in (*OVERLAID, "/run") if os.path.isdir(t)]
+    private = [t for t in (*overlaid, "/run") if os.path.isdir(t)]
     for path in EMPTY:
         # Only inside a private tree: a directory made anywhere else would be the caller's.
         if any(path.startswith(t + "/") for t in private):
@@ -75,11 +76,11 @@ def prepare() -> None:
     os.environ["PATH"] = f"{BIN}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"
 
 
-def _private_trees() -> None:
+def _private_trees(overlaid: tuple[str, ...]) -> None:
     # The upper layers are made in a tmpfs on /sys, which sysfs then covers: an overlay
     # keeps its own reference to its layers, so they work on, out of everyone's sight.
     mount("deepdive", STAGING, "tmpfs", MS_NOSUID | MS_NODEV, "mode=700")
-    for i, tree in enumerate(OVERLAID):
+    for i, tree in enumerate(overlaid):
         if not os.path.isdir(tree):
             continue
         upper, work = (os.path.join(STAGING, str(i), layer) for layer in ("upper", "work"))
