@@ -36,7 +36,8 @@ def one_line_errors(fn: Callable) -> Callable:
 
 
 LAB_HELP = ("where to run: auto (default: host when this kernel has what the page needs, "
-            "else vm), host (namespaces on this kernel), vm (a micro-VM with a distro kernel)")
+            "else vm), host (namespaces on this kernel), vm (a micro-VM with a distro kernel), "
+            "vagrant (the host lab in the Vagrantfile's lab VM)")
 
 
 JOBS_HELP = ("pages at once (default: the cores this process may use); the vm pages are "
@@ -72,12 +73,12 @@ def draw(c: Context, page: str = "") -> None:
     cli.draw(page or None)
 
 
-@task
+@task(help={"lab": "vagrant: also halt the Vagrant lab VM that a run which is gone brought up"})
 @one_line_errors
-def clean(c: Context) -> None:
+def clean(c: Context, lab: str = "") -> None:
     """Remove what a crashed lab run left behind (only processes marked as the lab's)."""
     from deepdive import cli
-    cli.clean()
+    cli.clean(lab)
 
 
 @task
