@@ -217,10 +217,20 @@ def _leave(run_id: str, destroy: bool, say: Callable[[str], None]) -> None:
 
 def guest_command(task: str, options: list[str]) -> str:
     """The shell command the VM runs: the project's invoke, as root, with the host lab."""
-    passed = [f"{name}={os.environ[name]}" for name in PASSED_ON if os.environ.get(name)]
+    passed = [f"{name}={value}" for name, value in guest_env().items()]
     invoke = ["sudo", "env", *passed, ".venv/bin/invoke", f"lab.{task}", *options, "--lab", "host"]
     return (f"cd {GUEST_ROOT} && if [ ! -x .venv/bin/invoke ]; then exit {NOT_PROVISIONED}; fi && "
             + shlex.join(invoke))
+
+
+def guest_env() -> dict[str, str]:
+    """What the run in the VM is given: under software emulation (libvirt's qemu
+    driver), the vm lab's allowances for it, then PASSED_ON as set here."""
+    env = {}
+    if os.environ.get("DEEPDIVE_VAGRANT_LIBVIRT_DRIVER", "").strip() == "qemu":
+        from deepdive import vmlab
+        env = {"DEEPDIVE_SLOWDOWN": f"{vmlab.TCG_SLOWDOWN:g}", "DEEPDIVE_PAGE_TIMEOUT": f"{vmlab.PAGE_TIMEOUT['tcg']:g}"}
+    return env | {name: os.environ[name] for name in PASSED_ON if os.environ.get(name)}
 
 
 def _in_guest(task: str, options: list[str], run_id: str) -> None:

@@ -264,3 +264,14 @@ def test_clean_of_an_unknown_lab_is_one_line(fake):
                          env=env_for(fake), capture_output=True, text=True)
     assert (res.returncode, res.stderr) == (1, "error: no lab 'cloud'; labs: auto, host, vm, vagrant\n")
     assert commands(fake) == []
+
+
+def test_under_software_emulation_the_vm_gets_the_vm_labs_allowances(monkeypatch):
+    monkeypatch.delenv("DEEPDIVE_PAGE_TIMEOUT", raising=False)
+    monkeypatch.delenv("DEEPDIVE_SLOWDOWN", raising=False)
+    monkeypatch.setenv("DEEPDIVE_VAGRANT_LIBVIRT_DRIVER", "qemu")
+    assert vagrantlab.guest_env() == {"DEEPDIVE_SLOWDOWN": "8", "DEEPDIVE_PAGE_TIMEOUT": "360"}
+    monkeypatch.setenv("DEEPDIVE_PAGE_TIMEOUT", "900")  # what is set here wins
+    assert vagrantlab.guest_env()["DEEPDIVE_PAGE_TIMEOUT"] == "900"
+    monkeypatch.setenv("DEEPDIVE_VAGRANT_LIBVIRT_DRIVER", "kvm")
+    assert vagrantlab.guest_env() == {"DEEPDIVE_PAGE_TIMEOUT": "900"}
