@@ -1,0 +1,71 @@
+"""End to end, for real: `invoke lab.run --page vlan --lab vagrant` boots the
+Vagrantfile's lab VM, provisions it (./setup.sh --lab: it needs the internet), runs the
+page in it and publishes the capture and diagrams here; the VM it brought up is halted
+afterwards. Marked `vagrant`: it needs Vagrant, a reachable provider and a box, and takes
+many minutes (far more under software emulation). It runs on a copy of this checkout,
+so that nothing here changes.
+
+The box is $DEEPDIVE_VAGRANT_BOX, else deepdive/debian12 when Vagrant has it (`invoke
+vagrant.box` builds it here), else the Vagrantfile's default. Where libvirtd must run
+sealed in namespaces of its own (deepdive.sealedlibvirt), the `vagrant` on PATH must be
+one that runs inside them, with a way out to the internet for the provisioning.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+PAGE = "vlan"
+LOCAL_BOX = "deepdive/debian12"
+
+
+def _box() -> str:
+    chosen = os.environ.get("DEEPDIVE_VAGRANT_BOX", "")
+    if chosen:
+        return chosen
+    listed = subprocess.run(["vagrant", "box", "list"], capture_output=True, text=True).stdout
+    return LOCAL_BOX if any(line.split()[:1] == [LOCAL_BOX] for line in listed.splitlines()) else ""
+
+
+def _project_copy(tmp_path: Path) -> Path:
+    """This checkout's committed files and working tree, without .git and the environments."""
+    copy = tmp_path / "project"
+    shutil.copytree(ROOT, copy, symlinks=True, ignore=shutil.ignore_patterns(
+        ".git", ".venv", ".vagrant", "node_modules", "site", "artifacts", "slides", "__pycache__", ".publish-*"))
+    (copy / ".venv").symlink_to(sys.prefix)  # this test's environment runs invoke there
+    return copy
+
+
+@pytest.mark.vagrant
+@pytest.mark.skipif(shutil.which("vagrant") is None, reason="needs Vagrant (apt-get install vagrant vagrant-libvirt)")
+def test_a_page_runs_in_the_vagrant_lab_and_lands_here(tmp_path):
+    copy = _project_copy(tmp_path)
+    for old in [copy / "docs" / "captures" / f"{PAGE}.json", *(copy / "docs" / "diagrams").glob(f"{PAGE}-*")]:
+        old.unlink()  # so that what is there afterwards came out of the VM
+    env = dict(os.environ, VAGRANT_DOTFILE_PATH=str(tmp_path / "dot"))
+    if _box():
+        env["DEEPDIVE_VAGRANT_BOX"] = _box()
+    started = time.monotonic()
+    res = subprocess.run([sys.executable, "-m", "invoke", "lab.run", "--page", PAGE, "--lab", "vagrant"],
+                         cwd=copy, env=env, capture_output=True, text=True)
+    seconds = time.monotonic() - started
+    try:
+        assert res.returncode == 0, res.stderr[-3000:]
+        capture = json.loads((copy / "docs" / "captures" / f"{PAGE}.json").read_text())
+        assert capture["meta"]["lab"] == "host" and all(c["passed"] for c in capture["checks"])
+        assert list((copy / "docs" / "diagrams").glob(f"{PAGE}-*.svg"))
+        status = subprocess.run(["vagrant", "status", "lab", "--machine-readable"], cwd=copy, env=env,
+                                capture_output=True, text=True).stdout
+        assert ",lab,state,running" not in status  # the VM it brought up is halted
+    finally:
+        subprocess.run(["vagrant", "destroy", "--force", "lab"], cwd=copy, env=env, capture_output=True)
+    print(f"lab.run --page {PAGE} --lab vagrant: {seconds:.0f} s")
