@@ -37,6 +37,7 @@ from deepdive import runs
 from deepdive.capture import ROOT
 from deepdive.execute import die_with_parent
 from deepdive.model import DeepDiveError
+# Held as publishing holds them, while a VM this run started is halted.
 from deepdive.publish import _signals_held, publish_files
 
 MACHINE = "lab"
@@ -168,20 +169,25 @@ def run(pages: list[str], task: str, options: list[str], say: Callable[[str], No
     Raises DeepDiveError in one line when Vagrant or a provider is missing, the VM does
     not come up, or the run in the VM fails (its own output, printed above, says why);
     KeyboardInterrupt, once the VM is dealt with, when interrupted."""
+    owner = _marked()
+    if owner and runs.in_progress(owner.get("run", "")):
+        raise DeepDiveError(f"the lab VM was brought up by a run in progress ({owner['run']}), which halts "
+                            f"it when it ends; wait for it, or start the VM yourself (vagrant up {MACHINE}) "
+                            "for runs to share it")
     run_id = runs.new_id("vagrant")
     machine = status(run_id)
     started = machine.state != RUNNING
     stage = "creating" if machine.state == NOT_CREATED else "starting"
     try:
         if started:
-            _write_marker(run_id, created=machine.state == NOT_CREATED)
+            _write_marker(run_id, creating=machine.state == NOT_CREATED)
             say(f"bringing the lab VM up (vagrant up {MACHINE}; it was {machine.state.replace('_', ' ')})")
             try:
                 _machine_readable(["up", MACHINE], run_id, say)
             except VagrantFailed as exc:
                 raise _explained(exc, "could not bring the VM up") from None
             stage = "up"
-            _write_marker(run_id, created=False)  # provisioned: a halt keeps it for the next run
+            _write_marker(run_id, creating=False)  # provisioned: a halt keeps it for the next run
         else:
             say(f"the lab VM is running already ({machine.provider}): syncing this checkout into it "
                 "(vagrant rsync); it stays up after the run")
@@ -197,10 +203,20 @@ def run(pages: list[str], task: str, options: list[str], say: Callable[[str], No
                 _leave(run_id, destroy=stage == "creating", say=say)
 
 
-def _write_marker(run_id: str, created: bool) -> None:
+def _write_marker(run_id: str, creating: bool) -> None:
     path = marker()
     path.parent.mkdir(parents=True, exist_ok=True)
-    captures.atomic_write(path, json.dumps({"run": run_id, "creating": created}).encode())
+    captures.atomic_write(path, json.dumps({"run": run_id, "creating": creating}).encode())
+
+
+def _marked() -> dict | None:
+    """What marker() says: the run that brought the VM up and whether it was creating it."""
+    try:
+        return json.loads(marker().read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise DeepDiveError(f"cannot read {captures.rel_path(marker())}: {exc}") from None
 
 
 def _leave(run_id: str, destroy: bool, say: Callable[[str], None]) -> None:
@@ -321,13 +337,9 @@ def unpack(pages: list[str], line: str, docs: Path = captures.DOCS) -> list[Path
 def clean(say: Callable[[str], None]) -> list[str]:
     """Halt (or destroy, if it was being created) the VM of a run that is gone; a run in
     progress is left alone. Returns what was done."""
-    path = marker()
-    try:
-        left = json.loads(path.read_text())
-    except FileNotFoundError:
+    left = _marked()
+    if left is None:
         return []
-    except (OSError, ValueError) as exc:
-        raise DeepDiveError(f"cannot read {captures.rel_path(path)}: {exc}") from None
     if runs.in_progress(left.get("run", "")):
         say(f"the lab VM belongs to a run in progress ({left['run']}): left alone")
         return []

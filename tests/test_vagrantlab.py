@@ -205,6 +205,17 @@ def test_a_second_interrupt_does_not_stop_the_halt(fake):
     assert commands(fake)[-1] == "halt lab" and (fake / "state").read_text() == "poweroff"
 
 
+def test_a_second_run_does_not_share_a_vm_the_first_will_halt(fake):
+    first = page_running(fake, "poweroff", run="60")
+    try:
+        rc, err = finish(invoke(fake, "lab.run", "--page", PAGE, "--lab", "vagrant"))
+        assert rc == 1 and len(err.strip().splitlines()) == 1
+        assert err.startswith("error: the lab VM was brought up by a run in progress (ddlab-vagrant-")
+    finally:
+        os.kill(first.pid, signal.SIGINT)
+        finish(first)
+
+
 def test_clean_halts_the_vm_of_a_run_that_is_gone(fake):
     """A run killed outright (SIGKILL) leaves its VM up and the file naming the run;
     lab.clean --lab vagrant halts it. A run in progress is left alone."""
