@@ -250,10 +250,12 @@ def guest_env() -> dict[str, str]:
 
 
 def _in_guest(task: str, options: list[str], run_id: str) -> None:
-    """Run the task in the VM, its output on this terminal. A pseudo-terminal (ssh -tt)
-    ties the run in the VM to this connection: closing it sends the run SIGHUP, which
-    ends it as Ctrl-C would."""
-    proc = _start(["ssh", MACHINE, "-c", guest_command(task, options), "--", "-q", "-tt"], run_id)
+    """Run the task in the VM, its output on this terminal. A pseudo-terminal, forced
+    (ssh -t -t) since this process's stdin is none, ties the run in the VM to this
+    connection: closing it sends the run SIGHUP, which ends it as Ctrl-C would. Given
+    as two words: Vagrant adds a -t of its own unless it finds one, and a third -t
+    would take ssh back from forcing to asking."""
+    proc = _start(["ssh", MACHINE, "-c", guest_command(task, options), "--", "-q", "-t", "-t"], run_id)
     try:
         proc.wait()
     except BaseException:

@@ -83,6 +83,8 @@ def test_a_stopped_vm_is_brought_up_used_and_halted(fake):
     # The run in the VM is the project's own invoke, as root, on the synced copy, with
     # the limits set here passed on.
     script = calls(fake)[2][calls(fake)[2].index("-c") + 1]
+    # A pseudo-terminal, forced: its end sends the run in the VM SIGHUP.
+    assert calls(fake)[2][-4:] == ["--", "-q", "-t", "-t"]
     assert script.startswith("cd /vagrant && ")
     assert "sudo env DEEPDIVE_PAGE_TIMEOUT=300 .venv/bin/invoke lab.run" in script
 
