@@ -42,8 +42,8 @@ def validate(tmp_path: Path, provider: str, **settings: str) -> subprocess.Compl
     {"DEEPDIVE_VAGRANT_BOX": "deepdive-debian12", "DEEPDIVE_VAGRANT_CPUS": "4",
      "DEEPDIVE_VAGRANT_MEMORY": "8192", "DEEPDIVE_VAGRANT_LIBVIRT_DRIVER": "qemu"},
     {"DEEPDIVE_KUBE_PROXY_MODE": "nftables"},
-    {"DEEPDIVE_KUBE_PROXY_MODE": "ipvs"},
-], ids=["defaults", "box-cpus-memory-tcg", "nftables", "ipvs"])
+    {"DEEPDIVE_KUBE_PROXY_MODE": "ipvs", "DEEPDIVE_VAGRANT_PROXY": "http://192.168.121.1:3128"},
+], ids=["defaults", "box-cpus-memory-tcg", "nftables", "ipvs-proxy"])
 def test_the_vagrantfile_validates(tmp_path, provider, settings):
     res = validate(tmp_path, provider, **settings)
     assert res.returncode == 0, res.stdout + res.stderr
@@ -56,6 +56,7 @@ def test_the_vagrantfile_validates(tmp_path, provider, settings):
     ("DEEPDIVE_VAGRANT_MEMORY", "0", "DEEPDIVE_VAGRANT_MEMORY=0 is not a positive whole number"),
     ("DEEPDIVE_VAGRANT_LIBVIRT_DRIVER", "tcg", "DEEPDIVE_VAGRANT_LIBVIRT_DRIVER=tcg is not one of kvm, qemu"),
     ("DEEPDIVE_KUBE_PROXY_MODE", "ebpf", "DEEPDIVE_KUBE_PROXY_MODE=ebpf is not one of iptables, nftables, ipvs"),
+    ("DEEPDIVE_VAGRANT_PROXY", "proxy:3128", "DEEPDIVE_VAGRANT_PROXY=proxy:3128 is not http://HOST:PORT"),
 ])
 def test_a_bad_setting_is_one_line(tmp_path, name, value, line):
     res = validate(tmp_path, "libvirt", **{name: value})
