@@ -288,3 +288,17 @@ def test_under_software_emulation_the_vm_gets_the_vm_labs_allowances(monkeypatch
     assert vagrantlab.guest_env()["DEEPDIVE_PAGE_TIMEOUT"] == "900"
     monkeypatch.setenv("DEEPDIVE_VAGRANT_LIBVIRT_DRIVER", "kvm")
     assert vagrantlab.guest_env() == {"DEEPDIVE_PAGE_TIMEOUT": "900"}
+
+
+def test_copy_out_writes_nothing_outside_docs(tmp_path):
+    vm_docs, docs = tmp_path / "vm", tmp_path / "here"
+    shutil.copytree(captures.DOCS / "captures", vm_docs / "captures")
+    capture = json.loads((vm_docs / "captures" / f"{PAGE}.json").read_text())
+    capture["steps"][0]["id"] = "../../escaped"
+    (vm_docs / "captures" / f"{PAGE}.json").write_text(captures.dumps(capture))
+    (vm_docs / "diagrams" / f"{PAGE}-..").mkdir(parents=True)
+    (vm_docs / "diagrams" / "escaped.svg").write_text("<svg/>")  # where that id points
+    # A step id is checked before its diagrams' names are made from it.
+    with pytest.raises(DeepDiveError, match="malformed capture .*is not a step id"):
+        vagrantlab.unpack([PAGE], vagrantlab.pack([PAGE], vm_docs), docs)
+    assert not docs.exists()
