@@ -27,7 +27,7 @@ from typing import Iterator
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, needs_root
 
 PAGE = "vlan"
 LOCAL_BOX = "deepdive/debian12"
@@ -67,7 +67,11 @@ def _vagrant(project: Path, tmp_path: Path) -> Iterator[dict[str, str]]:
                    VAGRANT_DEFAULT_PROVIDER="libvirt")
 
 
+# Also marked lab: it runs a page for real, as root (libvirt's system instance), and
+# `-m "not lab"` leaves it out with the other tests that do.
 @pytest.mark.vagrant
+@pytest.mark.lab
+@needs_root()
 @pytest.mark.skipif(shutil.which("vagrant") is None, reason="needs Vagrant (apt-get install vagrant vagrant-libvirt)")
 def test_a_page_runs_in_the_vagrant_lab_and_lands_here(tmp_path):
     copy = _project_copy(tmp_path)
