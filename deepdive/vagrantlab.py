@@ -220,7 +220,13 @@ def _marked() -> dict | None:
 
 
 def _leave(run_id: str, destroy: bool, say: Callable[[str], None]) -> None:
-    """Halt the VM a run brought up (destroy one it was still creating), then forget it."""
+    """Halt the VM a run brought up (destroy one it was still creating), then forget it.
+    A VM that is not there, or not running when it is only to be halted, is left as it
+    is: so a provider that never made it (unreachable) cannot hide why."""
+    state = status(run_id).state
+    if (state == NOT_CREATED) if destroy else (state != RUNNING):
+        marker().unlink(missing_ok=True)
+        return
     args = ["destroy", "--force", MACHINE] if destroy else ["halt", MACHINE]
     say(f"{'destroying' if destroy else 'halting'} the lab VM this run started (vagrant {' '.join(args)})")
     try:

@@ -76,7 +76,7 @@ def test_a_stopped_vm_is_brought_up_used_and_halted(fake):
     assert rc == 0, err
     assert commands(fake) == ["status lab", "up lab",
                               f"ssh lab.run --page {PAGE} --jobs 1 --lab host",
-                              "ssh pack", "halt lab"]
+                              "ssh pack", "status lab", "halt lab"]
     assert (fake / "state").read_text() == "poweroff"
     assert not (fake / "dot" / "deepdive-run.json").exists()
     assert "vagrant lab: no file(s) changed here" in err
@@ -145,8 +145,9 @@ def test_a_vm_that_does_not_come_up_is_one_line_and_destroyed(fake):
     assert rc == 1
     assert err.strip().splitlines()[-1] == ("error: the vagrant lab could not bring the VM up: Error while "
                                             "creating domain: internal error: qemu unexpectedly closed")
-    # It was being created: half made, so destroyed rather than halted.
-    assert commands(fake) == ["status lab", "up lab", "destroy --force lab"]
+    # Never made: nothing to destroy, and Vagrant's reason is what the line says.
+    assert commands(fake) == ["status lab", "up lab", "status lab"]
+    assert not (fake / "dot" / "deepdive-run.json").exists()
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
@@ -165,8 +166,8 @@ def test_an_interrupt_leaves_no_vm_the_run_started(fake, signum, moment):
     rc, err = finish(proc)
     assert rc == 130, err
     # What was in progress was stopped first.
-    assert commands(fake)[-2:] == (["stopped up", "destroy --force lab"] if moment == "up"
-                                   else ["stopped ssh", "halt lab"])
+    assert commands(fake)[-3:] == (["stopped up", "status lab", "destroy --force lab"] if moment == "up"
+                                   else ["stopped ssh", "status lab", "halt lab"])
     assert (fake / "state").read_text() == ("not_created" if moment == "up" else "poweroff")
     assert not (fake / "dot" / "deepdive-run.json").exists()
     assert not _fakes_running(fake)
