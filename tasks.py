@@ -37,7 +37,8 @@ def one_line_errors(fn: Callable) -> Callable:
 
 
 LAB_HELP = ("where to run: auto (default: host when this kernel has what the page needs, "
-            "else vm), host (namespaces on this kernel), vm (a micro-VM with a distro kernel)")
+            "else vm), host (namespaces on this kernel), vm (a micro-VM with a distro kernel), "
+            "vagrant (the host lab in the Vagrantfile's lab VM)")
 
 
 JOBS_HELP = ("pages at once (default: the cores this process may use); the vm pages are "
@@ -73,12 +74,12 @@ def draw(c: Context, page: str = "") -> None:
     cli.draw(page or None)
 
 
-@task
+@task(help={"lab": "vagrant: also halt the Vagrant lab VM that a run which is gone brought up"})
 @one_line_errors
-def clean(c: Context) -> None:
+def clean(c: Context, lab: str = "") -> None:
     """Remove what a crashed lab run left behind (only processes marked as the lab's)."""
     from deepdive import cli
-    cli.clean()
+    cli.clean(lab)
 
 
 @task
@@ -152,10 +153,24 @@ def vagrant_box(c: Context, out: str = "", mirror: str = "", force: bool = False
     print(f"{vagrantbox.BOX_NAME}: {done}")
 
 
+@task(name="e2e")
+@one_line_errors
+def vagrant_e2e(c: Context) -> None:
+    """Run tests/test_vagrant_e2e.py: lab.run --page vlan --lab vagrant for real (needs root; most of an hour under emulation)."""
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ, DEEPDIVE_VAGRANT_E2E="1")
+    code = subprocess.run([sys.executable, "-m", "pytest", "-s", "-q", "tests/test_vagrant_e2e.py"],
+                          cwd=Path(__file__).resolve().parent, env=env).returncode
+    if code:
+        raise Exit(code=code)
+
+
 lab_ns = Collection("lab", run, check, draw, clean, pages)
 site_ns = Collection("site", build, serve)
 slides_ns = Collection("slides")
 slides_ns.add_task(slides, name="list", default=True)
 slides_ns.add_task(export)
-vagrant_ns = Collection("vagrant", vagrant_box)
+vagrant_ns = Collection("vagrant", vagrant_box, vagrant_e2e)
 ns = Collection(lab_ns, site_ns, slides_ns, vagrant_ns, bench)

@@ -19,7 +19,7 @@ from deepdive.publish import ChecksFailed, publish
 from deepdive.text import sanitize_for_terminal
 
 console = Console(stderr=True, highlight=False)
-LABS = ("auto", "host", "vm")
+LABS = ("auto", "host", "vm", "vagrant")
 
 
 AS_INTERRUPT = (signal.SIGTERM, signal.SIGHUP)
@@ -121,6 +121,8 @@ def run(page: str | None, all_pages: bool, lab_name: str = "auto", jobs: int = 1
     captures and diagrams, print a summary."""
     pages = selected(lab.pages(page, all_pages), shard)
     lab.writable_output()
+    if lab_name == "vagrant":
+        return in_vagrant("run", pages, ["--page", page] if page else ["--all"], jobs, shard)
     started = time.monotonic()
     table = Table(title=f"lab.run on Linux {platform.release()}", title_justify="left")
     for col in ("page", "steps", "commands", "checks", "lab", "time", "files written"):
@@ -165,7 +167,28 @@ def check(page: str | None, lab_name: str = "auto", jobs: int = 1, shard: str = 
     if shard and not pages:  # more shards than pages
         console.print(f"lab.check: shard {shard} has no pages", markup=False)
         return
+    if lab_name == "vagrant":
+        return in_vagrant("check", pages, ["--page", page] if page else [], jobs, shard)
     check_pages(pages, lab_name, jobs)
+
+
+def in_vagrant(task: str, pages: list[Page], options: list[str], jobs: int, shard: str) -> None:
+    """--lab vagrant: lab.TASK runs in the Vagrantfile's lab VM, with the host lab there
+    (deepdive.vagrantlab); lab.run's captures and diagrams are copied out and published."""
+    from deepdive import vagrantlab
+
+    def say(line: str) -> None:
+        console.print(sanitize_for_terminal(f"vagrant lab: {line}"), markup=False)
+
+    # --jobs only when given: by default the VM runs as many pages as it has vCPUs.
+    explicit = jobs != parallel.default_jobs()
+    options = [*options, *(["--jobs", str(jobs)] if explicit else []), *(["--shard", shard] if shard else [])]
+    with _signals_as_interrupt():
+        written = vagrantlab.run([p.name for p in pages], task, options, say)
+    for path in written:
+        console.print(f"copied out of the VM: {path.relative_to(ROOT)}", markup=False)
+    if task == "run":
+        console.print(f"vagrant lab: {len(written) or 'no'} file(s) changed here", markup=False)
 
 
 def check_pages(pages: list[Page], lab_name: str, jobs: int) -> None:
@@ -203,11 +226,17 @@ def check_pages(pages: list[Page], lab_name: str, jobs: int) -> None:
         raise DeepDiveError("\n".join(failed))
 
 
-def clean() -> None:
-    removed = lab.clean()
+def clean(lab_name: str = "") -> None:
+    """What dead runs left behind; with lab_name "vagrant", also the lab VM such a run
+    brought up (deepdive.vagrantlab.clean)."""
+    if lab_name not in ("", *LABS):
+        raise DeepDiveError(f"no lab {lab_name!r}; labs: {', '.join(LABS)}")
+    removed = [f"{'killed' if line.startswith('process ') else 'removed'} {line}" for line in lab.clean()]
+    if lab_name == "vagrant":
+        from deepdive import vagrantlab
+        removed += vagrantlab.clean(lambda line: console.print(f"vagrant lab: {line}", markup=False))
     for line in removed:
-        verb = "killed" if line.startswith("process ") else "removed"
-        console.print(sanitize_for_terminal(f"{verb} {line}"), markup=False)
+        console.print(sanitize_for_terminal(line), markup=False)
     console.print(f"lab.clean: {len(removed) or 'nothing'} left behind by earlier runs"
                   + (" removed" if removed else ""))
 

@@ -81,18 +81,20 @@ def publish(outcome: Outcome, docs: Path = captures.DOCS) -> None:
     outcome.written.extend(publish_files(outcome.page, outcome.capture, docs))
 
 
-def publish_files(page: str, capture: dict[str, Any], docs: Path = captures.DOCS) -> list[Path]:
+def publish_files(page: str, capture: dict[str, Any], docs: Path = captures.DOCS,
+                  drawn: dict[str, bytes] | None = None) -> list[Path]:
     """Stage and commit `capture` and the diagrams of its snapshots; return the paths
-    whose content changed (the capture only when its masked form did)."""
-    from deepdive import diagram  # graphviz only when there is something to draw
-
+    whose content changed (the capture only when its masked form did). `drawn`: the
+    diagrams already drawn elsewhere ({file name: bytes}: the vagrant lab's VM), staged
+    as they are instead of drawn here."""
     with _stage(page, docs) as stage:
         new = stage / "new"
         try:
             captures.atomic_write(new / "captures" / f"{page}.json", captures.dumps(capture).encode())
-            for step_id, snap in captures.snapshots(_drawn_from(capture, docs / "captures" / f"{page}.json")):
-                # Drawn only when what it is drawn from changed (its digest, in the SVGs).
-                diagram.render(page, step_id, snap, new / "diagrams", docs / "diagrams")
+            if drawn is None:
+                _draw(page, capture, new / "diagrams", docs)
+            for name, data in (drawn or {}).items():
+                captures.atomic_write(new / "diagrams" / name, data)
         except (captures.CannotWrite, OSError) as exc:  # OSError: graphviz's own temporary files
             reason = exc.reason if isinstance(exc, captures.CannotWrite) else exc.strerror or str(exc)
             raise _cannot_stage(page, docs, reason) from None
@@ -108,6 +110,13 @@ def publish_files(page: str, capture: dict[str, Any], docs: Path = captures.DOCS
             raise DeepDiveError(f"page {page}: cannot publish {_named(exc, stage, docs)}: "
                                 f"{exc.strerror or exc}; {left}") from None
     return [docs / rel for rel in moves]
+
+
+def _draw(page: str, capture: dict[str, Any], out: Path, docs: Path) -> None:
+    from deepdive import diagram  # graphviz only when there is something to draw
+    for step_id, snap in captures.snapshots(_drawn_from(capture, docs / "captures" / f"{page}.json")):
+        # Drawn only when what it is drawn from changed (its digest, in the SVGs).
+        diagram.render(page, step_id, snap, out, docs / "diagrams")
 
 
 def _drawn_from(capture: dict[str, Any], published: Path) -> dict[str, Any]:

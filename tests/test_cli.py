@@ -132,7 +132,7 @@ def test_vm_lab_without_qemu(tmp_path):
 def test_an_unknown_lab_is_named():
     res = _invoke("lab.run", "--page", PAGES[0], "--lab", "cloud")
     assert res.returncode == 1
-    assert res.stderr.strip() == "error: no lab 'cloud'; labs: auto, host, vm"
+    assert res.stderr.strip() == "error: no lab 'cloud'; labs: auto, host, vm, vagrant"
 
 
 # --- Ctrl-C at any moment ------------------------------------------------------------

@@ -149,3 +149,18 @@ def test_quoted_chain_names_are_the_ones_kube_proxy_computes(page: str, pattern:
     text = section(next(p for p in PAGES if p.stem == page).read_text())
     quoted = set(re.findall(pattern, text))
     assert quoted == {snippet_module(page).SVC_CHAIN}
+
+
+def test_the_names_are_those_the_kind_machine_makes():
+    """The cluster, nodes, machine and mode variable the sections use are the ones the
+    Vagrantfile and vagrant/kind.sh create. kind names a cluster's nodes
+    CLUSTER-control-plane, then CLUSTER-worker, CLUSTER-worker2, ... in config order."""
+    kind_sh = (ROOT / "vagrant" / "kind.sh").read_text()
+    vagrantfile = (ROOT / "Vagrantfile").read_text()
+    assert re.search(rf"^CLUSTER={CLUSTER}$", kind_sh, re.M)
+    config = kind_sh.split("kind: Cluster", 1)[1].split("\nEOF", 1)[0]
+    roles = re.findall(r"- role: (\S+)", config)
+    workers = [f"{CLUSTER}-worker{i + 1 if i else ''}" for i in range(roles.count("worker"))]
+    assert roles.count("control-plane") == 1 and {f"{CLUSTER}-control-plane", *workers} == NODES, roles
+    assert re.search(rf'config\.vm\.define "{MACHINE}"', vagrantfile)
+    assert '"DEEPDIVE_KUBE_PROXY_MODE" =>' in vagrantfile and "${DEEPDIVE_KUBE_PROXY_MODE" in kind_sh
