@@ -76,6 +76,13 @@ def test_box_boots_under_vagrant_libvirt(tmp_path: Path) -> None:
                            cwd=tmp_path, timeout=900))
         timings["apt-get update"] = time.monotonic() - t
         assert re.search(r"^(Get|Hit):\d+ \S+ bookworm InRelease", update, re.M), update
+        # The kind machine's provisioning, in this box without the proxy: it stops at its
+        # first step that needs the internet, says so in one line, and changes nothing.
+        shutil.copy(ROOT / "vagrant" / "kind.sh", tmp_path / "kind.sh")
+        kind = lv.run(["vagrant", "ssh", "-c", "sudo bash /vagrant/kind.sh; echo status=$?; "
+                       "command -v docker kind kubectl || true"], cwd=tmp_path, timeout=300)
+        assert "kind.sh: needs the internet and cannot reach" in kind.stdout + kind.stderr, kind
+        assert re.search(r"^status=1\r?$", kind.stdout, re.M) and "/usr/" not in kind.stdout, kind.stdout
         ok(lv.run(["vagrant", "destroy", "-f"], cwd=tmp_path, timeout=300))
     print(", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
     # Everything started inside ended with the namespaces' PID 1; the caller's network
