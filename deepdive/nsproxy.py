@@ -12,55 +12,34 @@ It runs in threads of the calling process, so it ends with it.
 """
 from __future__ import annotations
 
-import ctypes
-import os
 import re
 import socket
 import threading
 from urllib.parse import SplitResult, urlsplit
 
 from deepdive.model import DeepDiveError
+from deepdive.snapshot import opened_in
 
-CLONE_NEWNET = 0x40000000
 HEAD_LIMIT = 64 << 10  # bytes of request head read before giving up on a client
 CONNECT_TIMEOUT = 30.0  # seconds to reach the origin server
-
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        raise DeepDiveError(f"cannot enter the network namespace: {os.strerror(ctypes.get_errno())}")
-
 
 def listen_in(netns: str, port: int) -> socket.socket:
     """A TCP socket listening on every address of network namespace `netns` (a path such
     as /proc/PID/ns/net), port `port`. Only the calling thread changes namespace, and
-    only for the moment the socket is made."""
-    result: list[socket.socket | BaseException] = []
+    only for the moment the socket is made (snapshot.opened_in)."""
+    def make() -> socket.socket:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("0.0.0.0", port))
+        s.listen(64)
+        return s
 
-    def make() -> None:
-        try:
-            with open(netns) as target:
-                _setns(target.fileno())  # this thread only; it ends right after
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind(("0.0.0.0", port))
-            s.listen(64)
-            result.append(s)
-        except BaseException as exc:  # handed to the caller's thread
-            result.append(exc)
-
-    # A thread of its own, which ends in the sealed namespace: threads created later
-    # (the connections' handlers) are the caller's and connect out from its namespace.
-    t = threading.Thread(target=make)
-    t.start()
-    t.join()
-    if isinstance(result[0], BaseException):
-        if isinstance(result[0], OSError):
-            raise DeepDiveError(f"the proxy cannot listen on port {port}: {result[0].strerror}")
-        raise result[0]
-    return result[0]
+    try:
+        with open(netns) as target, open("/proc/thread-self/ns/net") as home:
+            return opened_in(target.fileno(), home.fileno(), make)
+    except OSError as exc:
+        raise DeepDiveError(f"the proxy cannot listen on port {port} in {netns}: "
+                            f"{exc.strerror or exc}") from None
 
 
 def serve(listener: socket.socket) -> threading.Thread:

@@ -96,7 +96,7 @@ def take(nodes: list[str]) -> dict[str, Any]:
             stack.callback(os.close, fds[n])
         sockets = {HOST: stack.enter_context(IPRoute())}
         for n in nodes:
-            sockets[n] = stack.enter_context(_opened_in(fds[n], fds[HOST], IPRoute))
+            sockets[n] = stack.enter_context(opened_in(fds[n], fds[HOST], IPRoute))
         raw = {n: _read(sockets[n]) for n in names}
         nsids = {n: _nsid_map(sockets[n], fds, n) for n in names}
 
@@ -113,7 +113,7 @@ def take(nodes: list[str]) -> dict[str, Any]:
 CLONE_NEWNET = 0x40000000
 
 
-def _opened_in(netns: int, home: int, opener: Callable[[], T]) -> T:
+def opened_in(netns: int, home: int, opener: Callable[[], T]) -> T:
     """opener() run with this thread in the network namespace `netns` (a file descriptor),
     then back in `home`: a netlink socket stays in the namespace it was made in. pyroute2's
     own IPRoute(netns=...) forks a helper process per namespace for that, ~20 ms each."""
