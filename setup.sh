@@ -3,10 +3,16 @@
 #
 #   ./setup.sh         Python environment in .venv: enough to build and serve the site
 #                      from the committed captures. No root needed.
-#   ./setup.sh --lab   also the system packages the labs, diagrams and tests use,
-#                      the vm lab's qemu and distro kernel included
-#                      (apt-get; through sudo unless run as root), and the browser
-#                      tests' Chromium, Node.js and axe-core (npm ci, into node_modules/).
+#   ./setup.sh --lab   also the system packages the labs and diagrams use, the vm lab's
+#                      qemu and distro kernel included (apt-get; through sudo unless run
+#                      as root). The Vagrantfile's lab VM is provisioned with this.
+#   ./setup.sh --test  --lab's packages and what the tests add: the browser tests' and
+#                      PDF decks' Chromium, Node.js and axe-core (npm ci, into
+#                      node_modules/), and on Debian what builds and boots the Vagrant box.
+#                      .ci/run uses this.
+#   ./setup.sh --lab-packages
+#                      print --lab's package list for this system, one per line, and
+#                      change nothing (invoke vagrant.box installs it into the box).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -34,33 +40,41 @@ case "${ID:-debian}" in
   ubuntu) LAB_PACKAGES+=(linux-image-generic linux-tools-common linux-tools-generic) ;;
   *) LAB_PACKAGES+=(linux-image-amd64 bpftool) ;;
 esac
+
+TEST_PACKAGES=()
 # The browser tests (tests/test_browser.py) and the PDF decks use Debian's chromium
 # package; the browser tests want the fonts it recommends. Ubuntu (since 19.10) ships Chromium only as a snap, which this
 # script does not install: there, point DEEPDIVE_CHROMIUM at a Chromium or Chrome
 # executable, or the browser tests fail with a line saying so.
-if [[ "${ID:-debian}" != ubuntu ]]; then LAB_PACKAGES+=(chromium fonts-liberation); fi
+if [[ "${ID:-debian}" != ubuntu ]]; then TEST_PACKAGES+=(chromium fonts-liberation); fi
 # invoke vagrant.box (debootstrap, qemu-img, sfdisk, extlinux) and the vagrant tests
 # (tests/test_vagrant_boot.py: libvirtd and virsh, dnsmasq for its network's DHCP), on Debian.
 if [[ "${ID:-debian}" != ubuntu ]]; then
-  LAB_PACKAGES+=(debootstrap qemu-utils fdisk extlinux
-                 vagrant vagrant-libvirt libvirt-daemon-system dnsmasq-base)
+  TEST_PACKAGES+=(debootstrap qemu-utils fdisk extlinux
+                  vagrant vagrant-libvirt libvirt-daemon-system dnsmasq-base)
 fi
-# npm installs axe-core for them. A Node.js from NodeSource brings its own npm and
+# npm installs axe-core for the browser tests. A Node.js from NodeSource brings its own npm and
 # conflicts with the distribution's npm package, so that one comes only when none is.
-if ! command -v npm >/dev/null; then LAB_PACKAGES+=(nodejs npm); fi
+if ! command -v npm >/dev/null; then TEST_PACKAGES+=(nodejs npm); fi
 
-if [[ "${1:-}" == "--lab" ]]; then
-  sudo=()
+apt_install() {
+  local sudo=()
   if [[ $(id -u) -ne 0 ]]; then sudo=(sudo); fi
   export DEBIAN_FRONTEND=noninteractive
   "${sudo[@]}" apt-get update -qq
-  "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${LAB_PACKAGES[@]}" >/dev/null
-  # axe-core at the version package-lock.json pins, for the browser tests.
-  npm ci --no-audit --no-fund --loglevel=error
-elif [[ -n "${1:-}" ]]; then
-  echo "usage: ./setup.sh [--lab]" >&2
-  exit 2
-fi
+  "${sudo[@]}" apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+case "${1:-}" in
+  "") ;;
+  --lab-packages) printf '%s\n' "${LAB_PACKAGES[@]}"; exit 0 ;;
+  --lab) apt_install "${LAB_PACKAGES[@]}" ;;
+  --test)
+    apt_install "${LAB_PACKAGES[@]}" "${TEST_PACKAGES[@]}"
+    # axe-core at the version package-lock.json pins, for the browser tests.
+    npm ci --no-audit --no-fund --loglevel=error ;;
+  *) echo "usage: ./setup.sh [--lab | --test | --lab-packages]" >&2; exit 2 ;;
+esac
 
 # The system Python, when there is one, so that a rootless lab run started by any user
 # can execute the environment's interpreter.

@@ -7,10 +7,16 @@ the way vagrant-libvirt expects a box (box.img in qcow2, metadata.json, a Vagran
 The guest has what Vagrant needs: openssh-server (host keys made at first boot, so no two
 VMs share them), the `vagrant` user with passwordless sudo and Vagrant's insecure public
 key (from Debian's vagrant package), DHCP on eth0 (systemd-networkd), and 9p and rsync
-for synced folders. Then `vagrant box add` adds it as BOX_NAME.
+for synced folders. It also has the lab's packages, the list `./setup.sh --lab-packages`
+prints in the new system, installed at the build machine's speed: the Vagrantfile's lab VM
+is provisioned with `./setup.sh --lab`, which then has nothing left to install (under
+software emulation, installing them in the VM takes most of an hour). It trusts the CAs
+this machine added to its store (/usr/local/share/ca-certificates), and its pip uses the
+system's store, so that a network that re-signs HTTPS with its own CA (a TLS-inspecting
+proxy) serves the VM as it serves this machine. Then `vagrant box add` adds it as BOX_NAME.
 
-A box is rebuilt only when its recipe changed: the recipe is this file, the mirror and the
-key, hashed into metadata.json. A second run with the same recipe does nothing (or only
+A box is rebuilt only when its recipe changed: the recipe is this file, setup.sh, the
+mirror, the key and the local CAs, hashed into metadata.json. A second run with the same recipe does nothing (or only
 adds the box, when the file is there but Vagrant lacks it).
 
 The privileged part runs as PID 1 of fresh mount and PID namespaces (`python -m
@@ -58,6 +64,9 @@ PACKAGES = (
 )
 INSECURE_KEY_GLOB = "/usr/share/rubygems-integration/all/gems/vagrant-*/keys/vagrant.pub"
 MBR_CODE = "/usr/lib/EXTLINUX/mbr.bin"
+SETUP = ROOT / "setup.sh"
+LOCAL_CAS = Path("/usr/local/share/ca-certificates")  # update-ca-certificates(8) adds these
+SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 # tool -> Debian package, for the one line a missing tool gets.
 TOOLS = {"debootstrap": "debootstrap", "qemu-img": "qemu-utils", "vagrant": "vagrant",
          "sfdisk": "fdisk", "mkfs.ext4": "e2fsprogs", "extlinux": "extlinux",
@@ -159,11 +168,20 @@ def configured_mirror(sources: tuple[str, ...] = ("/etc/apt/sources.list",
     return DEFAULT_MIRROR
 
 
-def recipe_hash(mirror: str, key: str) -> str:
-    """sha256 of what makes the box: this file, the mirror and the key."""
+def recipe_hash(mirror: str, key: str, cas: Path = LOCAL_CAS) -> str:
+    """sha256 of what makes the box: this file, setup.sh, the mirror, the key and the
+    local CAs (names and contents)."""
     h = hashlib.sha256(Path(__file__).read_bytes())
+    h.update(SETUP.read_bytes())
     h.update(f"\0{mirror}\0{key}".encode())
+    for ca in local_cas(cas):
+        h.update(f"\0{ca.relative_to(cas)}\0".encode() + ca.read_bytes())
     return h.hexdigest()
+
+
+def local_cas(cas: Path = LOCAL_CAS) -> list[Path]:
+    """The certificates update-ca-certificates adds from `cas` (*.crt, in subfolders too)."""
+    return sorted(p for p in cas.rglob("*.crt") if p.is_file()) if cas.is_dir() else []
 
 
 def box_recipe(box: Path) -> str | None:
@@ -237,8 +255,11 @@ def _run(argv: list[str], what: str, **kwargs) -> subprocess.CompletedProcess:
         kwargs["stdin"] = subprocess.DEVNULL
     proc = subprocess.run(argv, capture_output=True, text=True, **kwargs)
     if proc.returncode != 0:
-        tail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
-        raise DeepDiveError(f"{what} failed (status {proc.returncode}): {tail[-1] if tail else 'no output'}")
+        lines = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
+        # apt's first error names the cause ("E: Failed to fetch URL ..."); its last is a summary.
+        errors = [line for line in lines if line.startswith("E: ")]
+        said = errors[0] if errors else lines[-1] if lines else "no output"
+        raise DeepDiveError(f"{what} failed (status {proc.returncode}): {said}")
     return proc
 
 
@@ -261,11 +282,60 @@ def inside_main(work: Path, mirror: str, key: str) -> None:
     print("progress: debootstrap", flush=True)
     _run(["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}",
           SUITE, str(mnt), mirror], "debootstrap")
+    trust_local_cas(mnt)
+    print("progress: the lab's packages", flush=True)
+    install_lab_packages(mnt)
     configure(mnt, mirror, key, root_uuid)
     _run(["fstrim", str(mnt)], "fstrim")  # freed blocks become holes: a smaller qcow2
     _run(["umount", str(mnt)], "umount")
     with open(MBR_CODE, "rb") as src, open(disk, "r+b") as dst:
         dst.write(src.read(440))  # the boot code only: the partition table follows it
+
+
+def trust_local_cas(mnt: Path) -> None:
+    """This machine's local CAs into the new system's store, and its pip onto that store
+    (pip otherwise trusts only the CAs it bundles)."""
+    for ca in local_cas():
+        target = mnt / LOCAL_CAS.relative_to("/") / ca.relative_to(LOCAL_CAS)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(ca, target)
+    _run(["chroot", str(mnt), "update-ca-certificates"], "update-ca-certificates")
+    (mnt / "etc/pip.conf").write_text(f"[global]\ncert = {SYSTEM_CA_BUNDLE}\n")
+
+
+def install_lab_packages(mnt: Path) -> None:
+    """Install the list `setup.sh --lab-packages` prints in the new system, from the
+    mirror debootstrap used, with no service started (policy-rc.d), /proc mounted in
+    the build's own mount namespace, and this machine's resolv.conf meanwhile (the new
+    system's is systemd-resolved's link to a stub that only runs in the VM)."""
+    shutil.copyfile(SETUP, mnt / "tmp/setup.sh")
+    listed = _run(["chroot", str(mnt), "bash", "/tmp/setup.sh", "--lab-packages"], "setup.sh --lab-packages")
+    (mnt / "tmp/setup.sh").unlink()
+    packages = listed.stdout.split()
+    if not packages:
+        raise DeepDiveError("setup.sh --lab-packages printed no packages")
+    policy = mnt / "usr/sbin/policy-rc.d"
+    policy.write_text("#!/bin/sh\nexit 101\n")  # invoke-rc.d(8): 101 means "action forbidden"
+    policy.chmod(0o755)
+    resolv = mnt / "etc/resolv.conf"
+    link = os.readlink(resolv) if resolv.is_symlink() else None
+    saved = None if link or not resolv.exists() else resolv.read_bytes()
+    resolv.unlink(missing_ok=True)
+    shutil.copyfile("/etc/resolv.conf", resolv)
+    _run(["mount", "-t", "proc", "proc", str(mnt / "proc")], "mount /proc")
+    try:
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        _run(["chroot", str(mnt), "apt-get", "update", "-qq"], "apt-get update", env=env)
+        _run(["chroot", str(mnt), "apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages],
+             "apt-get install (the lab's packages)", env=env)
+    finally:
+        _run(["umount", str(mnt / "proc")], "umount /proc")
+        policy.unlink()
+        resolv.unlink()
+        if link:
+            resolv.symlink_to(link)
+        elif saved is not None:
+            resolv.write_bytes(saved)
 
 
 def configure(mnt: Path, mirror: str, key: str, root_uuid: str) -> None:

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import base64
 import io
+import itertools
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -109,12 +111,13 @@ def _machine_readable(args: list[str], run_id: str, say: Callable[[str], None]) 
     its records (target, type, data...). Raises VagrantFailed with its error in one line."""
     proc = _start([*args, "--machine-readable"], run_id, stdout=subprocess.PIPE,
                   stderr=subprocess.STDOUT, text=True)
-    records = []
+    records, other = [], []
     try:
         assert proc.stdout is not None
         for line in proc.stdout:
             fields = [_unescape(f) for f in line.rstrip("\n").split(",")[1:]]
             if len(fields) < 3:
+                other.append(line.strip())
                 continue
             records.append(fields)
             if fields[1] == "ui" and len(fields) > 3 and fields[2] in ("info", "output", "detail", "warn"):
@@ -129,8 +132,22 @@ def _machine_readable(args: list[str], run_id: str, say: Callable[[str], None]) 
         if fields[1] == "error-exit":
             raise VagrantFailed(_one_line(fields[3] if len(fields) > 3 else "", fields[2]), fields[2])
     if proc.returncode != 0:
-        raise VagrantFailed(f"vagrant {args[0]} exited with status {proc.returncode}")
+        crash = _uncaught(other)
+        raise VagrantFailed(f"vagrant {args[0]} exited with status {proc.returncode}"
+                            + (f": {crash}" if crash else ""))
     return records
+
+
+def _uncaught(lines: list[str]) -> str:
+    """The message of an exception Vagrant did not catch, from Ruby's report of it
+    ("FILE:LINE:in `METHOD': MESSAGE (CLASS)", the message's further lines, then "from
+    ..." lines), or ""."""
+    for i, line in enumerate(lines):
+        m = re.match(r"\S+:\d+:in [`'][^']*': (.*)$", line)
+        if m:
+            rest = itertools.takewhile(lambda l: not l.startswith("from "), lines[i + 1:])
+            return " ".join([m.group(1), *(l for l in rest if l)])
+    return ""
 
 
 def _unescape(field: str) -> str:

@@ -3,7 +3,7 @@
 Used by tests/test_browser.py. Debian's Chromium (`/usr/bin/chromium`, or
 `$DEEPDIVE_CHROMIUM`) is driven headless through Playwright for Python, which downloads
 no browser of its own; axe-core comes from `node_modules/` (`npm ci`, run by
-`./setup.sh --lab`). The site is served by Python's http.server on 127.0.0.1 in a thread.
+`./setup.sh --test`). The site is served by Python's http.server on 127.0.0.1 in a thread.
 
 A sweep visits every page once per colour scheme at desktop size (1440x900) and once at
 phone size (390x844), CONCURRENCY pages at a time in one browser, and returns one
@@ -55,10 +55,10 @@ def require_tools() -> None:
     if not os.access(chromium, os.X_OK):
         raise BrowserMissing(
             f"no Chromium at {chromium}: install Debian's chromium package "
-            "(./setup.sh --lab), or set DEEPDIVE_CHROMIUM to a Chromium executable")
+            "(./setup.sh --test), or set DEEPDIVE_CHROMIUM to a Chromium executable")
     if not AXE.is_file():
         raise BrowserMissing(f"no axe-core at {AXE.relative_to(ROOT)}: run `npm ci` "
-                             "in the checkout (./setup.sh --lab does)")
+                             "in the checkout (./setup.sh --test does)")
     try:
         import playwright  # noqa: F401
     except ImportError:

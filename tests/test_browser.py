@@ -9,7 +9,7 @@ dark scheme. Material's search finds pages by what they show. Screenshots of the
 page and the first page of each section of the navigation, light and dark, desktop and
 phone, go to artifacts/screenshots/, which CI keeps.
 
-Needs Chromium, axe-core (`npm ci`) and Playwright: `./setup.sh --lab` installs them all;
+Needs Chromium, axe-core (`npm ci`) and Playwright: `./setup.sh --test` installs them all;
 without one, every test here fails with one line saying which, rather than skipping.
 """
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """End to end: the box `invoke vagrant.box` builds boots under vagrant-libvirt (TCG), in
 a libvirtd of its own (deepdive.sealedlibvirt); `vagrant ssh` answers, a file the guest
-writes in the 9p synced folder lands on the host, apt in the guest reaches the mirror
-through the proxy (deepdive.nsproxy), and nothing is left running or mounted.
+writes in the 9p synced folder lands on the host, the guest has the lab's packages and
+none of the tests', and trusts this machine's local CAs, apt in the guest reaches the
+mirror through the proxy (deepdive.nsproxy), and nothing is left running or mounted.
 
-Needs root and the packages setup.sh --lab installs. Minutes: see the README's
+Needs root and the packages setup.sh --test installs. Minutes: see the README's
 "A Vagrant box built here".
 """
 from __future__ import annotations
@@ -26,11 +27,11 @@ from deepdive import vagrantbox
 from deepdive.sealedlibvirt import SealedLibvirt
 from tests.conftest import ROOT, caller_state, needs_root
 
-# setup.sh --lab installs Vagrant on Debian only; elsewhere these tests say why they skip.
+# setup.sh --test installs Vagrant on Debian only; elsewhere these tests say why they skip.
 # Where vagrant is installed, any other missing piece fails with one line naming it.
 pytestmark = [pytest.mark.vagrant, pytest.mark.lab, needs_root(),
               pytest.mark.skipif(shutil.which("vagrant") is None,
-                                 reason="no vagrant (./setup.sh --lab installs it on Debian)")]
+                                 reason="no vagrant (./setup.sh --test installs it on Debian)")]
 
 VAGRANTFILE = """\
 Vagrant.configure("2") do |config|
@@ -70,6 +71,7 @@ def test_box_boots_under_vagrant_libvirt(tmp_path: Path) -> None:
         ok(lv.run(["vagrant", "ssh", "-c", "sudo sh -c 'uname -r > /vagrant/from-guest'"],
                   cwd=tmp_path, timeout=300))
         assert (tmp_path / "from-guest").read_text().strip() == kernel.splitlines()[-1]
+        _has_the_lab_packages_and_local_cas(lv, tmp_path)
         # The guest's way out: apt through the proxy (the mirror is the one the box came from).
         t = time.monotonic()
         update = ok(lv.run(["vagrant", "ssh", "-c", f"sudo env http_proxy={lv.proxy_url} apt-get update"],
@@ -134,6 +136,25 @@ def test_proxy_reaches_out_of_the_sealed_namespace(tmp_path: Path) -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def _has_the_lab_packages_and_local_cas(lv: SealedLibvirt, tmp_path: Path) -> None:
+    """The box has what `setup.sh --lab-packages` lists in it (so provisioning installs
+    nothing), none of what only the tests use, and trusts this machine's local CAs."""
+    shutil.copy(ROOT / "setup.sh", tmp_path / "setup.sh")
+    states = ok(lv.run(["vagrant", "ssh", "-c", "packages=$(bash /vagrant/setup.sh --lab-packages); "
+                        "echo listed: $packages; dpkg-query -W -f='${Package} ${db:Status-Status}\\n' "
+                        "$packages vagrant chromium npm 2>&1"], cwd=tmp_path, timeout=300))
+    listed = re.search(r"^listed: (.*)$", states, re.M).group(1).split()  # type: ignore[union-attr]
+    installed = set(re.findall(r"^(\S+) installed\r?$", states, re.M))
+    assert listed and set(listed) <= installed, states
+    assert not installed & {"vagrant", "chromium", "npm"}, states
+    bundle = ok(lv.run(["vagrant", "ssh", "-c", "cat /etc/ssl/certs/ca-certificates.crt /etc/pip.conf"],
+                       cwd=tmp_path, timeout=300)).replace("\r", "")
+    for ca in vagrantbox.local_cas():
+        body = "".join(ca.read_text().split("-----")[2].split())  # the PEM's base64, unwrapped
+        assert body in "".join(bundle.split()), f"{ca} is not in the box's CA bundle"
+    assert f"cert = {vagrantbox.SYSTEM_CA_BUNDLE}" in bundle
 
 
 def test_killed_build_leaves_no_loop_device_nor_mount(tmp_path: Path) -> None:

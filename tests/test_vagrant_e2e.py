@@ -9,7 +9,9 @@ The box is $DEEPDIVE_VAGRANT_BOX, else deepdive/debian12 when Vagrant has it (`i
 vagrant.box` builds it here), else the Vagrantfile's default. Where this checkout has
 deepdive.sealedlibvirt, libvirtd runs sealed in namespaces of its own, Vagrant inside
 them, and the provisioning reaches the internet through its proxy; elsewhere Vagrant
-runs as installed. Where KVM is unusable, set DEEPDIVE_VAGRANT_LIBVIRT_DRIVER=qemu.
+runs as installed. Unless DEEPDIVE_VAGRANT_LIBVIRT_DRIVER says otherwise, the domain type
+is `qemu` (software emulation) where the vm lab finds KVM unusable, as it finds it on
+this machine (vmlab.accel, whose verdict is cached per kernel).
 """
 from __future__ import annotations
 
@@ -55,6 +57,12 @@ def _project_copy(tmp_path: Path) -> Path:
 def _vagrant(project: Path, tmp_path: Path) -> Iterator[dict[str, str]]:
     """The environment that runs Vagrant: inside a sealed libvirt where there is one."""
     env = dict(os.environ, VAGRANT_DOTFILE_PATH=str(tmp_path / "dot"))
+    if "DEEPDIVE_VAGRANT_LIBVIRT_DRIVER" not in env:
+        from deepdive import vmlab
+        accel, why = vmlab.accel(vmlab.kernel_image(), say=print)
+        if accel == "tcg":
+            print(f"libvirt domain type qemu: {why}")
+            env["DEEPDIVE_VAGRANT_LIBVIRT_DRIVER"] = "qemu"
     if importlib.util.find_spec("deepdive.sealedlibvirt") is None:
         yield env
         return

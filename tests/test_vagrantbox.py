@@ -173,3 +173,29 @@ def test_bad_input_is_one_line(tmp_path: Path, builder: dict[str, list], mirror:
         vagrantbox.build(tmp_path / out, mirror, say=lambda _: None)
     assert str(exc.value).endswith(message) and "\n" not in str(exc.value)
     assert builder == {"inside": [], "add": []}
+
+
+def test_recipe_covers_setup_sh_and_the_local_cas(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A change to the lab's package list or to a local CA makes a new box; so does a CA
+    added in a subfolder (update-ca-certificates reads those too). Other files do not."""
+    setup, cas = tmp_path / "setup.sh", tmp_path / "cas"
+    setup.write_text("LAB_PACKAGES=(iproute2)\n")
+    (cas / "corp").mkdir(parents=True)
+    (cas / "one.crt").write_text("one")
+    monkeypatch.setattr(vagrantbox, "SETUP", setup)
+
+    def recipe() -> str:
+        return vagrantbox.recipe_hash("http://m.example/debian", "key", cas)
+
+    seen = {recipe()}
+    (cas / "README").write_text("not a certificate")
+    assert recipe() in seen
+    (cas / "corp" / "two.crt").write_text("two")
+    seen.add(recipe())
+    (cas / "one.crt").write_text("one, renewed")
+    seen.add(recipe())
+    setup.write_text("LAB_PACKAGES=(iproute2 tcpdump)\n")
+    seen.add(recipe())
+    assert len(seen) == 4
+    assert vagrantbox.local_cas(cas) == [cas / "corp" / "two.crt", cas / "one.crt"]
+    assert vagrantbox.local_cas(tmp_path / "absent") == []

@@ -150,6 +150,25 @@ def test_a_vm_that_does_not_come_up_is_one_line_and_destroyed(fake):
     assert not (fake / "dot" / "deepdive-run.json").exists()
 
 
+def test_an_exception_vagrant_does_not_catch_is_its_message(fake):
+    # What vagrant-libvirt 0.11.2 printed here when qemu could not start a KVM domain.
+    (fake / "up-crash").write_text(
+        "Bringing machine 'lab' up with 'libvirt' provider...\n"
+        "/usr/lib/ruby/vendor_ruby/fog/libvirt/requests/compute/vm_action.rb:7:in `create': Call to "
+        "virDomainCreateWithFlags failed: internal error: qemu unexpectedly closed the monitor: "
+        "qemu-system-x86_64: error: failed to set MSR 0x10a to 0x69 (Libvirt::Error)\n"
+        "qemu-system-x86_64: kvm.c:3183: kvm_buf_set_msrs: Assertion failed.\n"
+        "\tfrom /usr/lib/ruby/vendor_ruby/fog/libvirt/requests/compute/vm_action.rb:7:in `vm_action'\n"
+        "\tfrom /usr/share/rubygems-integration/all/gems/vagrant-2.3.4/lib/vagrant/action/warden.rb:48:in `call'\n")
+    rc, err = finish(invoke(fake, "lab.run", "--page", PAGE, "--lab", "vagrant"))
+    assert rc == 1
+    assert err.strip().splitlines()[-1] == (
+        "error: the vagrant lab could not bring the VM up: vagrant up exited with status 1: Call to "
+        "virDomainCreateWithFlags failed: internal error: qemu unexpectedly closed the monitor: "
+        "qemu-system-x86_64: error: failed to set MSR 0x10a to 0x69 (Libvirt::Error) "
+        "qemu-system-x86_64: kvm.c:3183: kvm_buf_set_msrs: Assertion failed.")
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 @pytest.mark.parametrize("moment", ["up", "run"])
 def test_an_interrupt_leaves_no_vm_the_run_started(fake, signum, moment):
