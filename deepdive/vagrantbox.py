@@ -16,8 +16,8 @@ system's store, so that a network that re-signs HTTPS with its own CA (a TLS-ins
 proxy) serves the VM as it serves this machine. Then `vagrant box add` adds it as BOX_NAME.
 
 A box is rebuilt only when its recipe changed: the recipe is this file, setup.sh, the
-mirror, the key and the local CAs, hashed into metadata.json. A second run with the same recipe does nothing (or only
-adds the box, when the file is there but Vagrant lacks it).
+mirror, the key and the local CAs, hashed into metadata.json. A second run with the same
+recipe does nothing (or only adds the box, when the file is there but Vagrant lacks it).
 
 The privileged part runs as PID 1 of fresh mount and PID namespaces (`python -m
 deepdive.vagrantbox inside ...` under unshare): the image's loop device comes from
