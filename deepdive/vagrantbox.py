@@ -265,6 +265,11 @@ def _run(argv: list[str], what: str, **kwargs) -> subprocess.CompletedProcess:
 
 # --- the privileged part: PID 1 of the build's own mount and PID namespaces ---
 
+def _chroot(mnt: Path, *argv: str, what: str = "", **kwargs) -> subprocess.CompletedProcess:
+    """Run `argv` in the new system; a failure is named `what`, else by argv's first two words."""
+    return _run(["chroot", str(mnt), *argv], what or " ".join(argv[:2]), **kwargs)
+
+
 def inside_main(work: Path, mirror: str, key: str) -> None:
     disk, mnt = work / "disk.raw", work / "mnt"
     root_uuid = str(uuid.uuid4())
@@ -299,7 +304,7 @@ def trust_local_cas(mnt: Path) -> None:
         target = mnt / LOCAL_CAS.relative_to("/") / ca.relative_to(LOCAL_CAS)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(ca, target)
-    _run(["chroot", str(mnt), "update-ca-certificates"], "update-ca-certificates")
+    _chroot(mnt, "update-ca-certificates")
     (mnt / "etc/pip.conf").write_text(f"[global]\ncert = {SYSTEM_CA_BUNDLE}\n")
 
 
@@ -309,7 +314,7 @@ def install_lab_packages(mnt: Path) -> None:
     the build's own mount namespace, and this machine's resolv.conf meanwhile (the new
     system's is systemd-resolved's link to a stub that only runs in the VM)."""
     shutil.copyfile(SETUP, mnt / "tmp/setup.sh")
-    listed = _run(["chroot", str(mnt), "bash", "/tmp/setup.sh", "--lab-packages"], "setup.sh --lab-packages")
+    listed = _chroot(mnt, "bash", "/tmp/setup.sh", "--lab-packages", what="setup.sh --lab-packages")
     (mnt / "tmp/setup.sh").unlink()
     packages = listed.stdout.split()
     if not packages:
@@ -325,9 +330,9 @@ def install_lab_packages(mnt: Path) -> None:
     _run(["mount", "-t", "proc", "proc", str(mnt / "proc")], "mount /proc")
     try:
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        _run(["chroot", str(mnt), "apt-get", "update", "-qq"], "apt-get update", env=env)
-        _run(["chroot", str(mnt), "apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages],
-             "apt-get install (the lab's packages)", env=env)
+        _chroot(mnt, "apt-get", "update", "-qq", env=env)
+        _chroot(mnt, "apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages,
+                what="apt-get install (the lab's packages)", env=env)
     finally:
         _run(["umount", str(mnt / "proc")], "umount /proc")
         policy.unlink()
@@ -346,21 +351,18 @@ def configure(mnt: Path, mirror: str, key: str, root_uuid: str) -> None:
         target.write_text(text)
         target.chmod(mode)
 
-    def chroot(*argv: str) -> None:
-        _run(["chroot", str(mnt), *argv], " ".join(argv[:2]))
-
     write("/etc/fstab", f"UUID={root_uuid} / ext4 errors=remount-ro 0 1\n")
     write("/etc/hostname", "debian12\n")
     write("/etc/hosts", "127.0.0.1 localhost\n127.0.1.1 debian12\n::1 localhost ip6-localhost ip6-loopback\n")
     write("/etc/apt/sources.list", f"deb {mirror} {SUITE} main\n")
     # net.ifnames=0 on the kernel's command line: the first NIC is eth0.
     write("/etc/systemd/network/10-eth0.network", "[Match]\nName=eth0\n\n[Network]\nDHCP=yes\n")
-    chroot("systemctl", "enable", "systemd-networkd", "systemd-resolved")
+    _chroot(mnt, "systemctl", "enable", "systemd-networkd", "systemd-resolved")
     write("/etc/sudoers.d/vagrant", "vagrant ALL=(ALL) NOPASSWD: ALL\n", 0o440)
-    chroot("useradd", "--create-home", "--shell", "/bin/bash", "vagrant")
-    _run(["chroot", str(mnt), "chpasswd"], "chpasswd", input="vagrant:vagrant\n")
+    _chroot(mnt, "useradd", "--create-home", "--shell", "/bin/bash", "vagrant")
+    _chroot(mnt, "chpasswd", input="vagrant:vagrant\n")
     write("/home/vagrant/.ssh/authorized_keys", key + "\n", 0o600)
-    chroot("chown", "-R", "vagrant:vagrant", "/home/vagrant/.ssh")
+    _chroot(mnt, "chown", "-R", "vagrant:vagrant", "/home/vagrant/.ssh")
     (mnt / "home/vagrant/.ssh").chmod(0o700)
     # Each VM makes its own host keys before sshd starts; the box carries none.
     for f in (mnt / "etc/ssh").glob("ssh_host_*"):
@@ -369,7 +371,7 @@ def configure(mnt: Path, mirror: str, key: str, root_uuid: str) -> None:
           "[Unit]\nDescription=Make SSH host keys\nBefore=ssh.service\n\n"
           "[Service]\nType=oneshot\nExecStart=/usr/bin/ssh-keygen -A\n\n"
           "[Install]\nRequiredBy=ssh.service\n")
-    chroot("systemctl", "enable", "ssh-host-keys")
+    _chroot(mnt, "systemctl", "enable", "ssh-host-keys")
     # An empty machine-id: each VM gets its own at first boot.
     write("/etc/machine-id", "")
     (mnt / "var/lib/dbus/machine-id").unlink(missing_ok=True)
@@ -379,7 +381,7 @@ def configure(mnt: Path, mirror: str, key: str, root_uuid: str) -> None:
           f"DEFAULT debian\nTIMEOUT 1\nLABEL debian\n  LINUX /boot/{kernel}\n  INITRD /boot/{initrd}\n"
           f"  APPEND root=UUID={root_uuid} ro net.ifnames=0 console=tty0 console=ttyS0\n")
     _run(["extlinux", "--install", str(mnt / "boot/extlinux")], "extlinux --install")
-    chroot("apt-get", "clean")
+    _chroot(mnt, "apt-get", "clean")
     shutil.rmtree(mnt / "var/lib/apt/lists", ignore_errors=True)
     (mnt / "var/lib/apt/lists/partial").mkdir(parents=True)
 

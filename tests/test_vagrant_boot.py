@@ -144,13 +144,14 @@ def _has_the_lab_packages_and_local_cas(lv: SealedLibvirt, tmp_path: Path) -> No
     shutil.copy(ROOT / "setup.sh", tmp_path / "setup.sh")
     # sudo: the synced folder is this test's directory, which only root may read. dpkg-query
     # exits 1 for the packages that are not there, as the last three should not be.
+    test_only = {"vagrant", "chromium", "npm"}
     states = ok(lv.run(["vagrant", "ssh", "-c", "packages=$(sudo bash /vagrant/setup.sh --lab-packages); "
                         "echo listed: $packages; dpkg-query -W -f='${Package} ${db:Status-Status}\\n' "
-                        "$packages vagrant chromium npm 2>&1; true"], cwd=tmp_path, timeout=300))
+                        f"$packages {' '.join(sorted(test_only))} 2>&1; true"], cwd=tmp_path, timeout=300))
     listed = re.search(r"^listed: (.*)$", states, re.M).group(1).split()  # type: ignore[union-attr]
     installed = set(re.findall(r"^(\S+) installed\r?$", states, re.M))
     assert listed and set(listed) <= installed, states
-    assert not installed & {"vagrant", "chromium", "npm"}, states
+    assert not installed & test_only, states
     bundle = ok(lv.run(["vagrant", "ssh", "-c", "cat /etc/ssl/certs/ca-certificates.crt /etc/pip.conf"],
                        cwd=tmp_path, timeout=300)).replace("\r", "")
     for ca in vagrantbox.local_cas():
